@@ -1,0 +1,1 @@
+//! coapgate-endpoint (skeleton).

@@ -1,0 +1,1 @@
+//! coapgate-exchange (skeleton).

@@ -1,0 +1,1 @@
+//! coapgate-store (skeleton).
