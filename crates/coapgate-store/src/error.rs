@@ -1,0 +1,106 @@
+//! The one error type of this crate.
+
+use std::path::PathBuf;
+
+use coapgate_model::Iccid;
+
+/// The backend's own error, kept opaque so that the public API does not
+/// depend on the SQLite binding's version.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// What went wrong in the store.
+///
+/// No variant ever carries a password from a store URL: URLs are redacted
+/// before they are put into an error.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The store URL is not one this crate understands. `url` is the URL as
+    /// given, with any password replaced by `***`.
+    #[error("invalid store URL `{url}`: {reason}")]
+    InvalidUrl {
+        /// The URL, password redacted.
+        url: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// The URL names a backend that is planned but not built yet
+    /// (`postgres://`).
+    #[error(
+        "store backend `{backend}` is not supported yet (planned); use sqlite://FILE or memory://"
+    )]
+    Unsupported {
+        /// The backend, as its URL scheme spells it.
+        backend: String,
+    },
+    /// The database file could not be opened or created (missing directory,
+    /// permissions, not a database).
+    #[error("cannot open database `{}`", path.display())]
+    Open {
+        /// The file as the process resolved it (relative paths are relative
+        /// to the working directory).
+        path: PathBuf,
+        /// Why SQLite refused.
+        #[source]
+        source: BoxError,
+    },
+    /// The database was written by a newer coapgate: its schema version is
+    /// higher than any this build knows. Nothing was changed.
+    #[error(
+        "database schema version {found} is newer than this build supports ({supported}); upgrade coapgate"
+    )]
+    SchemaTooNew {
+        /// The version found in the database.
+        found: u32,
+        /// The newest version this build knows.
+        supported: u32,
+    },
+    /// Another device already holds the IP address of the device being
+    /// written. Nothing was changed.
+    #[error("the IP address is already used by device {iccid}")]
+    IpInUse {
+        /// The device that holds the address.
+        iccid: Iccid,
+    },
+    /// A page number of 0 or a page size of 0 was asked for; pages are
+    /// 1-based and hold at least one device.
+    #[error("page {page} of size {page_size}: pages start at 1 and hold at least one device")]
+    InvalidPage {
+        /// The page asked for.
+        page: u32,
+        /// The page size asked for.
+        page_size: u32,
+    },
+    /// A stored row does not make a valid device (the database was edited by
+    /// hand or damaged).
+    #[error("stored device `{key}` is invalid: {reason}")]
+    Corrupt {
+        /// The row's ICCID column, as stored.
+        key: String,
+        /// Which field is wrong.
+        reason: String,
+    },
+    /// A database operation failed.
+    #[error("database error while trying to {context}")]
+    Database {
+        /// What the store was doing.
+        context: &'static str,
+        /// The database's own error.
+        #[source]
+        source: BoxError,
+    },
+}
+
+/// Attaches what the store was doing to a database error.
+pub(crate) trait Context<T> {
+    fn context(self, context: &'static str) -> Result<T, StoreError>;
+}
+
+impl<T> Context<T> for Result<T, rusqlite::Error> {
+    fn context(self, context: &'static str) -> Result<T, StoreError> {
+        self.map_err(|source| StoreError::Database {
+            context,
+            source: Box::new(source),
+        })
+    }
+}
