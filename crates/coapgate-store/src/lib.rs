@@ -289,7 +289,8 @@ impl Store {
         if page == 0 || page_size == 0 {
             return Err(StoreError::InvalidPage { page, page_size });
         }
-        let offset = i64::from(page - 1) * i64::from(page_size);
+        // Saturates: any page that far out is empty anyway.
+        let offset = i64::from(page - 1).saturating_mul(i64::from(page_size));
         let conn = self.conn();
         let mut stmt = conn
             .prepare_cached(&format!(
