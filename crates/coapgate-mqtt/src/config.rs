@@ -1,0 +1,356 @@
+//! Bridge configuration and `mqtt://` URL parsing.
+
+use std::fmt;
+use std::time::Duration;
+
+use crate::MqttError;
+
+/// The MQTT quality of service the bridge publishes with.
+///
+/// QoS 0 is deliberately absent: a device is acknowledged only after the
+/// broker confirmed its message, which QoS 0 cannot do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Qos {
+    /// QoS 1: a publish is confirmed by its PUBACK (the default).
+    #[default]
+    AtLeastOnce,
+    /// QoS 2: a publish is confirmed by its PUBCOMP.
+    ExactlyOnce,
+}
+
+impl Qos {
+    pub(crate) fn to_rumqttc(self) -> rumqttc::QoS {
+        match self {
+            Qos::AtLeastOnce => rumqttc::QoS::AtLeastOnce,
+            Qos::ExactlyOnce => rumqttc::QoS::ExactlyOnce,
+        }
+    }
+}
+
+/// Default maximum MQTT packet size, in and out: 64 KiB (rumqttc's own default is 10 KiB).
+pub const DEFAULT_MAX_PACKET_SIZE: usize = 64 * 1024;
+
+/// Everything the bridge needs to know about its broker link.
+///
+/// The server owns the TOML; this is a plain struct with [`Default`]s.
+/// `Debug` never prints the password.
+#[derive(Clone, PartialEq, Eq)]
+pub struct BridgeConfig {
+    /// Broker host name or IP address. Default `127.0.0.1`.
+    pub host: String,
+    /// Broker TCP port. Default 1883.
+    pub port: u16,
+    /// MQTT client id. Default `coapgate-<process id>`.
+    pub client_id: String,
+    /// Optional user name for the CONNECT packet.
+    pub username: Option<String>,
+    /// Optional password for the CONNECT packet. Never logged, never printed by `Debug`.
+    pub password: Option<String>,
+    /// Publish QoS. Default [`Qos::AtLeastOnce`].
+    pub qos: Qos,
+    /// MQTT keep-alive. Zero disables it; otherwise at least one second. Default 30 s.
+    pub keep_alive: Duration,
+    /// Largest MQTT packet accepted or sent, in bytes. Default 64 KiB.
+    pub max_packet_size: usize,
+    /// Unconfirmed publishes on the wire at once (1..=65535). Default 100.
+    pub max_inflight: u16,
+    /// Unconfirmed publishes held in the outbox at once (on the wire or waiting). Default 1024.
+    pub outbox_capacity: usize,
+    /// First wait after a failed connection attempt. Default 200 ms.
+    pub reconnect_delay_min: Duration,
+    /// Longest wait between connection attempts (the wait doubles up to this). Default 5 s.
+    pub reconnect_delay_max: Duration,
+}
+
+impl Default for BridgeConfig {
+    fn default() -> Self {
+        BridgeConfig {
+            host: "127.0.0.1".to_owned(),
+            port: 1883,
+            client_id: format!("coapgate-{}", std::process::id()),
+            username: None,
+            password: None,
+            qos: Qos::AtLeastOnce,
+            keep_alive: Duration::from_secs(30),
+            max_packet_size: DEFAULT_MAX_PACKET_SIZE,
+            max_inflight: 100,
+            outbox_capacity: 1024,
+            reconnect_delay_min: Duration::from_millis(200),
+            reconnect_delay_max: Duration::from_secs(5),
+        }
+    }
+}
+
+impl fmt::Debug for BridgeConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BridgeConfig")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("client_id", &self.client_id)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("qos", &self.qos)
+            .field("keep_alive", &self.keep_alive)
+            .field("max_packet_size", &self.max_packet_size)
+            .field("max_inflight", &self.max_inflight)
+            .field("outbox_capacity", &self.outbox_capacity)
+            .field("reconnect_delay_min", &self.reconnect_delay_min)
+            .field("reconnect_delay_max", &self.reconnect_delay_max)
+            .finish()
+    }
+}
+
+impl BridgeConfig {
+    /// Defaults, with host, port and credentials taken from a broker URL.
+    ///
+    /// Accepted: `mqtt://host`, `mqtt://host:port`, `mqtt://user:pass@host:port`,
+    /// `mqtt://[::1]:1883`, optionally with a trailing `/`. The port defaults to
+    /// 1883; user and password may be percent-encoded. `mqtts://` gives
+    /// [`MqttError::TlsNotBuiltIn`]. Error texts never repeat the URL (it may
+    /// hold a password).
+    pub fn from_url(url: &str) -> Result<Self, MqttError> {
+        let bad = |why: &str| MqttError::InvalidUrl(why.to_owned());
+        let (scheme, rest) = url
+            .split_once("://")
+            .ok_or_else(|| bad("expected mqtt://host[:port]"))?;
+        match scheme.to_ascii_lowercase().as_str() {
+            "mqtt" | "tcp" => {}
+            "mqtts" | "ssl" | "tls" => return Err(MqttError::TlsNotBuiltIn),
+            _ => return Err(bad("scheme must be mqtt://")),
+        }
+        let authority = match rest.find(['/', '?', '#']) {
+            Some(i) if &rest[i..] == "/" => &rest[..i],
+            Some(_) => return Err(bad("a path, query or fragment is not allowed")),
+            None => rest,
+        };
+        let (userinfo, hostport) = match authority.rsplit_once('@') {
+            Some((u, h)) => (Some(u), h),
+            None => (None, authority),
+        };
+        let (host, port) = split_host_port(hostport)?;
+        let mut config = BridgeConfig {
+            host,
+            port,
+            ..BridgeConfig::default()
+        };
+        if let Some(userinfo) = userinfo {
+            let (user, pass) = match userinfo.split_once(':') {
+                Some((u, p)) => (u, Some(p)),
+                None => (userinfo, None),
+            };
+            let user = percent_decode(user).ok_or_else(|| bad("bad percent-encoding in user"))?;
+            if user.is_empty() {
+                return Err(bad("empty user name"));
+            }
+            config.username = Some(user);
+            config.password = match pass {
+                Some(p) => {
+                    Some(percent_decode(p).ok_or_else(|| bad("bad percent-encoding in password"))?)
+                }
+                None => None,
+            };
+        }
+        Ok(config)
+    }
+
+    /// Checks every value against what the bridge and rumqttc accept.
+    ///
+    /// [`Bridge::start`](crate::Bridge::start) does not fail; it clamps values
+    /// that do not pass this check (and logs a warning), so call this when
+    /// loading configuration to report mistakes to the operator.
+    pub fn validate(&self) -> Result<(), MqttError> {
+        let bad = |why: &str| Err(MqttError::InvalidConfig(why.to_owned()));
+        if self.host.is_empty() {
+            return bad("host is empty");
+        }
+        if self.port == 0 {
+            return bad("port is 0");
+        }
+        if self.client_id.is_empty() {
+            return bad("client_id is empty");
+        }
+        if self.password.is_some() && self.username.is_none() {
+            return bad("a password needs a username (MQTT 3.1.1)");
+        }
+        if !self.keep_alive.is_zero() && self.keep_alive < Duration::from_secs(1) {
+            return bad("keep_alive must be zero or at least 1 s");
+        }
+        if self.keep_alive.as_secs() > u64::from(u16::MAX) {
+            return bad("keep_alive must be at most 65535 s");
+        }
+        if self.max_packet_size < 128 {
+            return bad("max_packet_size must be at least 128 bytes");
+        }
+        if self.max_inflight == 0 {
+            return bad("max_inflight must be at least 1");
+        }
+        if self.outbox_capacity == 0 {
+            return bad("outbox_capacity must be at least 1");
+        }
+        if self.reconnect_delay_min.is_zero() {
+            return bad("reconnect_delay_min must be above zero");
+        }
+        if self.reconnect_delay_max < self.reconnect_delay_min {
+            return bad("reconnect_delay_max must not be below reconnect_delay_min");
+        }
+        Ok(())
+    }
+
+    /// A copy with every out-of-range value replaced by the nearest accepted one.
+    pub(crate) fn clamped(&self) -> BridgeConfig {
+        let mut c = self.clone();
+        let defaults = BridgeConfig::default();
+        if c.host.is_empty() {
+            c.host = defaults.host;
+        }
+        if c.port == 0 {
+            c.port = defaults.port;
+        }
+        if c.client_id.is_empty() {
+            c.client_id = defaults.client_id;
+        }
+        if !c.keep_alive.is_zero() {
+            c.keep_alive = c.keep_alive.clamp(
+                Duration::from_secs(1),
+                Duration::from_secs(u64::from(u16::MAX)),
+            );
+        }
+        c.max_packet_size = c.max_packet_size.max(128);
+        c.max_inflight = c.max_inflight.max(1);
+        c.outbox_capacity = c.outbox_capacity.max(1);
+        if c.reconnect_delay_min.is_zero() {
+            c.reconnect_delay_min = Duration::from_millis(1);
+        }
+        c.reconnect_delay_max = c.reconnect_delay_max.max(c.reconnect_delay_min);
+        c
+    }
+}
+
+fn split_host_port(hostport: &str) -> Result<(String, u16), MqttError> {
+    let bad = |why: &str| MqttError::InvalidUrl(why.to_owned());
+    let (host, port) = if let Some(rest) = hostport.strip_prefix('[') {
+        let (h, after) = rest
+            .split_once(']')
+            .ok_or_else(|| bad("unclosed [ in IPv6 host"))?;
+        let port = match after {
+            "" => None,
+            p => Some(p.strip_prefix(':').ok_or_else(|| bad("junk after ]"))?),
+        };
+        (h, port)
+    } else {
+        match hostport.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (hostport, None),
+        }
+    };
+    if host.is_empty() {
+        return Err(bad("host is empty"));
+    }
+    if host.contains(['/', '@', ' ', '[', ']']) {
+        return Err(bad("host contains characters that are not allowed"));
+    }
+    let port = match port {
+        None => 1883,
+        Some(p) => match p.parse::<u16>() {
+            Ok(p) if p != 0 => p,
+            _ => return Err(bad("port must be a number from 1 to 65535")),
+        },
+    };
+    Ok((host.to_owned(), port))
+}
+
+fn percent_decode(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = bytes.get(i + 1..i + 3)?;
+            let hex = std::str::from_utf8(hex).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_url_defaults_port() {
+        let c = BridgeConfig::from_url("mqtt://broker.example").expect("valid");
+        assert_eq!((c.host.as_str(), c.port), ("broker.example", 1883));
+        assert_eq!(c.username, None);
+        assert_eq!(c.max_packet_size, 64 * 1024);
+        assert_eq!(c.qos, Qos::AtLeastOnce);
+    }
+
+    #[test]
+    fn url_with_port_credentials_and_slash() {
+        let c = BridgeConfig::from_url("mqtt://user:p%40ss:w@10.0.0.1:1884/").expect("valid");
+        assert_eq!((c.host.as_str(), c.port), ("10.0.0.1", 1884));
+        assert_eq!(c.username.as_deref(), Some("user"));
+        assert_eq!(c.password.as_deref(), Some("p@ss:w"));
+    }
+
+    #[test]
+    fn ipv6_url() {
+        let c = BridgeConfig::from_url("mqtt://[::1]:2000").expect("valid");
+        assert_eq!((c.host.as_str(), c.port), ("::1", 2000));
+        let c = BridgeConfig::from_url("mqtt://[::1]").expect("valid");
+        assert_eq!(c.port, 1883);
+    }
+
+    #[test]
+    fn tls_is_a_clear_error() {
+        let e = BridgeConfig::from_url("mqtts://broker:8883").expect_err("no tls");
+        assert!(matches!(e, MqttError::TlsNotBuiltIn));
+        assert!(e.to_string().contains("TLS not built in"));
+    }
+
+    #[test]
+    fn bad_urls_never_echo_the_password() {
+        for url in [
+            "http://u:secret@h",
+            "mqtt://u:secret@h:99999",
+            "mqtt://u:secret@h:0",
+            "mqtt://u:secret@",
+            "mqtt://u:secret@h/path",
+            "mqtt://u:sec%zzret@h",
+            "broker:1883",
+            "mqtt://[::1:1883",
+        ] {
+            let e = BridgeConfig::from_url(url).expect_err(url);
+            assert!(matches!(e, MqttError::InvalidUrl(_)), "{url}: {e:?}");
+            assert!(!e.to_string().contains("secret"), "{url}: {e}");
+        }
+    }
+
+    #[test]
+    fn debug_redacts_password() {
+        let c = BridgeConfig::from_url("mqtt://alice:hunter2@h").expect("valid");
+        let dbg = format!("{c:?}");
+        assert!(!dbg.contains("hunter2"), "{dbg}");
+        assert!(dbg.contains("<redacted>") && dbg.contains("alice"), "{dbg}");
+    }
+
+    #[test]
+    fn validate_and_clamp() {
+        assert!(BridgeConfig::default().validate().is_ok());
+        let bad = BridgeConfig {
+            keep_alive: Duration::from_millis(10),
+            max_inflight: 0,
+            outbox_capacity: 0,
+            reconnect_delay_min: Duration::ZERO,
+            ..BridgeConfig::default()
+        };
+        assert!(matches!(bad.validate(), Err(MqttError::InvalidConfig(_))));
+        let fixed = bad.clamped();
+        assert!(fixed.validate().is_ok(), "{fixed:?}");
+    }
+}

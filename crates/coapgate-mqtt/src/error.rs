@@ -1,0 +1,50 @@
+//! The crate's single error type.
+
+use crate::PublishId;
+
+/// Everything that can go wrong in this crate.
+///
+/// No variant ever carries the broker password: URL errors describe the
+/// problem, never echo the URL.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum MqttError {
+    /// The broker URL could not be understood (the text says why; the URL itself is not repeated).
+    #[error("invalid MQTT broker URL: {0}")]
+    InvalidUrl(String),
+    /// `mqtts://` was asked for, but this build has no TLS support for the broker link.
+    #[error("TLS not built in: mqtts:// URLs are not supported by this build, use mqtt://")]
+    TlsNotBuiltIn,
+    /// A configuration value is out of range (the text names it).
+    #[error("invalid MQTT configuration: {0}")]
+    InvalidConfig(String),
+    /// The outbox already holds `outbox_capacity` unconfirmed publishes.
+    #[error("MQTT outbox is full")]
+    OutboxFull,
+    /// The broker connection is down; nothing was queued.
+    #[error("MQTT broker not connected")]
+    NotConnected,
+    /// The bridge is shutting down or gone; nothing was queued.
+    #[error("MQTT bridge is closed")]
+    Closed,
+    /// A publish with this id is still in the outbox.
+    #[error("publish id {0} is already in the outbox")]
+    DuplicateId(PublishId),
+    /// The topic cannot be published to (empty, wildcard, NUL, or longer than 65535 bytes).
+    #[error("invalid MQTT topic: {0}")]
+    InvalidTopic(&'static str),
+    /// The PUBLISH packet would exceed the configured maximum packet size.
+    #[error("MQTT packet of {size} bytes exceeds the maximum of {max} bytes")]
+    PacketTooLarge {
+        /// Encoded size of the PUBLISH packet.
+        size: usize,
+        /// The configured `max_packet_size`.
+        max: usize,
+    },
+    /// An I/O error while starting the embedded broker.
+    #[error("embedded broker I/O: {0}")]
+    Io(#[from] std::io::Error),
+    /// The embedded broker did not come up (the text says why).
+    #[error("embedded broker failed to start: {0}")]
+    BrokerStart(String),
+}
