@@ -1,1 +1,74 @@
-//! coapgate-endpoint (skeleton).
+//! The sans-IO coapgate engine.
+//!
+//! [`Endpoint`] is a state machine that performs no I/O and reads no clock
+//! (model: quinn-proto, str0m). The driver feeds it events and drains what it
+//! wants done:
+//!
+//! - [`Endpoint::handle_datagram`]: a datagram arrived from a [`Link`];
+//! - [`Endpoint::handle_publish_result`]: the broker confirmed (or not) a
+//!   [`Publish`] the engine asked for;
+//! - [`Endpoint::handle_broker_state`]: the broker connection went up or down;
+//! - [`Endpoint::handle_timeout`]: the instant [`Endpoint::poll_timeout`]
+//!   named has come.
+//!
+//! **The contract:** after every `handle_*` call, drain
+//! [`Endpoint::poll_transmit`] and [`Endpoint::poll_publish`] until they return
+//! `None`, then ask [`Endpoint::poll_timeout`] when to call again.
+//!
+//! Every request runs through one pipeline, in the order SPEC.md §2.1 gives:
+//! decode (drop or RST) → duplicate check (replay) → device by source IP
+//! (4.01) → critical options (4.02) → path and method (4.04 / 4.05) →
+//! resource validation (4.00, 4.13) → work (publish; 2.04 after the broker
+//! confirmed, 5.02 / 5.04 otherwise). This crate is the only place that maps
+//! errors to CoAP response codes.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use std::time::{Instant, SystemTime};
+//! use coapgate_endpoint::{Endpoint, EndpointConfig, Link, PublishResult};
+//! use coapgate_model::{Device, DeviceDirectory, DeviceStatus};
+//!
+//! struct OneDevice(Arc<Device>);
+//! impl DeviceDirectory for OneDevice {
+//!     fn by_ip(&self, ip: std::net::IpAddr) -> Option<Arc<Device>> {
+//!         (ip == self.0.ip).then(|| self.0.clone())
+//!     }
+//! }
+//! let device = Device {
+//!     iccid: "8988280666000000000".parse().unwrap(),
+//!     imsi: None,
+//!     ip: "127.0.0.2".parse().unwrap(),
+//!     status: DeviceStatus::Active,
+//!     name: None,
+//! };
+//! let mut endpoint = Endpoint::new(EndpointConfig::default(), Arc::new(OneDevice(Arc::new(device))));
+//! endpoint.handle_broker_state(true);
+//!
+//! // CON POST /data?t=test "hi", message ID 1, no token.
+//! let request = [0x40, 0x02, 0x00, 0x01, 0xb4, b'd', b'a', b't', b'a', 0x46, b't', b'=', b't', b'e', b's', b't', 0xff, b'h', b'i'];
+//! let device_addr = Link::Udp("127.0.0.2:40000".parse().unwrap());
+//! let now = Instant::now();
+//! endpoint.handle_datagram(now, SystemTime::now(), device_addr, &request);
+//! let publish = endpoint.poll_publish().expect("one message for the broker");
+//! assert_eq!(publish.topic, "8988280666000000000/test");
+//! assert!(endpoint.poll_transmit().is_none(), "no answer before the broker confirmed");
+//!
+//! endpoint.handle_publish_result(now, publish.id, PublishResult::Confirmed);
+//! let ack = endpoint.poll_transmit().expect("the piggybacked 2.04");
+//! assert_eq!(ack.payload, [0x60, 0x44, 0x00, 0x01]);
+//! ```
+
+#![forbid(unsafe_code)]
+
+mod config;
+mod engine;
+mod stats;
+mod types;
+
+pub use config::{EndpointConfig, PayloadFormat};
+pub use engine::Endpoint;
+pub use stats::{EndpointStats, RequestKey};
+pub use types::{Link, Publish, PublishId, PublishResult, SessionId, Transmit};
+
+/// The CoAP codec this engine speaks, re-exported for drivers and tests.
+pub use coapgate_codec as codec;

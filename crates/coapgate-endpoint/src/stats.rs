@@ -1,0 +1,33 @@
+use std::collections::BTreeMap;
+
+use coapgate_exchange::DedupStats;
+
+/// A request counter's labels: the resource and the response code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct RequestKey {
+    /// `telemetry`, `unknown` (no such path), … as a stable label.
+    pub resource: &'static str,
+    /// The response code as `2.04`-style text.
+    pub code: &'static str,
+}
+
+/// Counters and gauges of the engine, for metrics.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EndpointStats {
+    /// Requests answered, by resource and code.
+    pub requests: BTreeMap<RequestKey, u64>,
+    /// Datagrams that were not CoAP (dropped or answered RST).
+    pub malformed: u64,
+    /// Empty CON messages (pings) answered with RST.
+    pub pings: u64,
+    /// Duplicates answered from the cache or ignored.
+    pub duplicates: u64,
+    /// The deduplication cache.
+    pub dedup: DedupStats,
+    /// Publishes awaiting the broker now.
+    pub pending_publishes: usize,
+    /// Separate responses retransmitted.
+    pub retransmissions: u64,
+    /// Separate responses given up after MAX_RETRANSMIT.
+    pub retransmit_give_ups: u64,
+}

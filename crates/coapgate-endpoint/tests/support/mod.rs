@@ -1,0 +1,224 @@
+//! A deterministic world for the engine: a fake clock, an in-memory
+//! network, a scripted device and a scripted broker (model: quinn's `Pair`).
+
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant, SystemTime};
+
+use coapgate_endpoint::codec::{
+    self, CoapOption, MessageClass, MessageType, Packet, RequestType, ResponseType,
+};
+use coapgate_endpoint::{Endpoint, EndpointConfig, Link, Publish, PublishResult, Transmit};
+use coapgate_model::{Device, DeviceDirectory, DeviceStatus};
+
+pub const ICCID: &str = "8988280666000000000";
+pub const IMSI: &str = "901405100000000";
+
+/// A device directory the test can change while the engine runs.
+#[derive(Default, Clone)]
+pub struct Devices(Arc<RwLock<HashMap<IpAddr, Arc<Device>>>>);
+
+impl Devices {
+    pub fn add(&self, iccid: &str, ip: &str, status: DeviceStatus) {
+        let device = Device {
+            iccid: iccid.parse().unwrap(),
+            imsi: Some(IMSI.parse().unwrap()),
+            ip: ip.parse().unwrap(),
+            status,
+            name: None,
+        };
+        self.0.write().unwrap().insert(device.ip, Arc::new(device));
+    }
+}
+
+impl DeviceDirectory for Devices {
+    fn by_ip(&self, ip: IpAddr) -> Option<Arc<Device>> {
+        self.0.read().unwrap().get(&ip).cloned()
+    }
+}
+
+/// The engine with a fake clock; every output is collected.
+pub struct World {
+    pub endpoint: Endpoint,
+    pub devices: Devices,
+    pub start: Instant,
+    pub now: Instant,
+    pub wall: SystemTime,
+    /// Everything the engine sent, in order, with the time it was sent.
+    pub sent: Vec<(Instant, Transmit)>,
+    /// Everything the engine asked to publish.
+    pub published: Vec<Publish>,
+}
+
+pub fn device_link(last_octet: u8) -> Link {
+    Link::Udp(SocketAddr::new(
+        IpAddr::from([127, 0, 0, last_octet]),
+        40000,
+    ))
+}
+
+impl World {
+    /// One active device at 127.0.0.2, the broker connected.
+    pub fn new() -> Self {
+        Self::with_config(EndpointConfig::default())
+    }
+
+    pub fn with_config(config: EndpointConfig) -> Self {
+        let devices = Devices::default();
+        devices.add(ICCID, "127.0.0.2", DeviceStatus::Active);
+        let mut endpoint = Endpoint::new(config, Arc::new(devices.clone()));
+        endpoint.handle_broker_state(true);
+        let start = Instant::now();
+        Self {
+            endpoint,
+            devices,
+            start,
+            now: start,
+            wall: SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_000_123),
+            sent: Vec::new(),
+            published: Vec::new(),
+        }
+    }
+
+    fn drain(&mut self) {
+        while let Some(t) = self.endpoint.poll_transmit() {
+            self.sent.push((self.now, t));
+        }
+        while let Some(p) = self.endpoint.poll_publish() {
+            self.published.push(p);
+        }
+    }
+
+    /// Deliver a datagram to the engine; returns what it sent in reply.
+    pub fn deliver(&mut self, from: Link, bytes: &[u8]) -> Vec<Vec<u8>> {
+        let before = self.sent.len();
+        self.endpoint
+            .handle_datagram(self.now, self.wall, from, bytes);
+        self.drain();
+        self.sent[before..]
+            .iter()
+            .map(|(_, t)| t.payload.clone())
+            .collect()
+    }
+
+    /// Report the broker's verdict; returns what the engine sent.
+    pub fn broker(&mut self, id: u64, result: PublishResult) -> Vec<Vec<u8>> {
+        let before = self.sent.len();
+        self.endpoint.handle_publish_result(self.now, id, result);
+        self.drain();
+        self.sent[before..]
+            .iter()
+            .map(|(_, t)| t.payload.clone())
+            .collect()
+    }
+
+    /// Let time pass, firing every timer on the way exactly when due;
+    /// returns what the engine sent meanwhile with the time since start.
+    pub fn advance(&mut self, by: Duration) -> Vec<(Duration, Vec<u8>)> {
+        let target = self.now + by;
+        let before = self.sent.len();
+        // Bounded: each round either fires a timer or ends.
+        for _ in 0..100_000 {
+            match self.endpoint.poll_timeout() {
+                Some(at) if at <= target => {
+                    if at > self.now {
+                        self.wall += at - self.now;
+                        self.now = at;
+                    }
+                    self.endpoint.handle_timeout(self.now);
+                    self.drain();
+                }
+                _ => break,
+            }
+        }
+        self.wall += target - self.now;
+        self.now = target;
+        let start = self.start;
+        self.sent[before..]
+            .iter()
+            .map(|(at, t)| (*at - start, t.payload.clone()))
+            .collect()
+    }
+}
+
+/// A request as a device would send it.
+pub struct Req {
+    pub packet: Packet,
+}
+
+impl Req {
+    pub fn new(kind: MessageType, method: RequestType, message_id: u16) -> Self {
+        let mut packet = Packet::new();
+        packet.header.set_type(kind);
+        packet.header.code = MessageClass::Request(method);
+        packet.header.message_id = message_id;
+        Self { packet }
+    }
+    pub fn con_post(message_id: u16) -> Self {
+        Self::new(MessageType::Confirmable, RequestType::Post, message_id)
+    }
+    pub fn non_post(message_id: u16) -> Self {
+        Self::new(MessageType::NonConfirmable, RequestType::Post, message_id)
+    }
+    pub fn path(mut self, segment: &str) -> Self {
+        self.packet
+            .add_option(CoapOption::UriPath, segment.as_bytes().to_vec());
+        self
+    }
+    pub fn query(mut self, q: &str) -> Self {
+        self.packet
+            .add_option(CoapOption::UriQuery, q.as_bytes().to_vec());
+        self
+    }
+    pub fn option(mut self, number: u16, value: &[u8]) -> Self {
+        self.packet
+            .add_option(CoapOption::from(number), value.to_vec());
+        self
+    }
+    pub fn token(mut self, token: &[u8]) -> Self {
+        codec::set_token(&mut self.packet, token).unwrap();
+        self
+    }
+    pub fn payload(mut self, payload: &[u8]) -> Self {
+        self.packet.payload = payload.to_vec();
+        self
+    }
+    pub fn bytes(&self) -> Vec<u8> {
+        codec::encode(&self.packet).unwrap()
+    }
+}
+
+/// A decoded response, for assertions.
+#[derive(Debug)]
+pub struct Resp {
+    pub kind: MessageType,
+    pub message_id: u16,
+    pub code: MessageClass,
+    pub token: Vec<u8>,
+    pub packet: Packet,
+}
+
+impl Resp {
+    pub fn parse(bytes: &[u8]) -> Self {
+        let packet = codec::decode(bytes).expect("the engine sends valid CoAP");
+        Self {
+            kind: packet.header.get_type(),
+            message_id: packet.header.message_id,
+            code: packet.header.code,
+            token: packet.get_token().to_vec(),
+            packet,
+        }
+    }
+    pub fn is(&self, code: ResponseType) -> bool {
+        self.code == MessageClass::Response(code)
+    }
+}
+
+/// Exactly one datagram, decoded.
+pub fn one(sent: Vec<Vec<u8>>) -> Resp {
+    assert_eq!(sent.len(), 1, "expected exactly one datagram, got {sent:?}");
+    Resp::parse(&sent[0])
+}
