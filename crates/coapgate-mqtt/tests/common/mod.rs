@@ -3,8 +3,8 @@
 //! what the broker delivered, and the few MQTT 3.1.1 packet codecs needed to
 //! script a fake broker. Self-contained: only std, tokio, bytes and rumqttc.
 //!
-//! Mosquitto is looked up in `$MOSQUITTO`, then `PATH`, then
-//! `/usr/sbin/mosquitto`. When it is missing, [`Mosquitto::start`] panics if
+//! Mosquitto is looked up in `$MOSQUITTO` (only there, when it is set), then
+//! `PATH`, then `/usr/sbin/mosquitto`. When it is missing, [`Mosquitto::start`] panics if
 //! `CI=true` and otherwise prints a loud `SKIPPED` line and returns `None`.
 #![allow(dead_code)]
 
@@ -40,7 +40,8 @@ pub fn wait_for_port(port: u16, timeout: Duration) -> bool {
 /// Where the mosquitto binary is, if anywhere.
 pub fn mosquitto_binary() -> Option<PathBuf> {
     if let Some(p) = std::env::var_os("MOSQUITTO") {
-        return Some(PathBuf::from(p));
+        let p = PathBuf::from(p);
+        return p.is_file().then_some(p);
     }
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
@@ -77,8 +78,10 @@ impl Mosquitto {
             if std::env::var("CI").is_ok_and(|v| v == "true") {
                 panic!("mosquitto is not installed, and CI=true: test {test} cannot run");
             }
-            eprintln!(
-                "\n***** SKIPPED {test}: mosquitto is not installed (set CI=true to fail instead) *****\n"
+            // Straight to stderr, past the test harness' output capture.
+            let _ = std::io::stderr().write_all(
+                format!("\n***** SKIPPED {test}: mosquitto is not installed (set CI=true to fail instead) *****\n\n")
+                    .as_bytes(),
             );
             return None;
         };
