@@ -1,1 +1,234 @@
-//! coapgate-server (skeleton).
+//! The coapgate tokio driver: sockets, timers, the MQTT bridge and the store
+//! around the sans-IO [`coapgate_endpoint::Endpoint`].
+//!
+//! Embed the whole server (model: mini-redis):
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), coapgate_server::ServerError> {
+//! let config = coapgate_server::Config::from_toml("[store]\nurl = \"sqlite::memory:\"")?;
+//! coapgate_server::run(config, async { let _ = tokio::signal::ctrl_c().await; }).await
+//! # }
+//! ```
+//!
+//! or bind first to learn the addresses (port 0 picks a free one), then serve:
+//! [`Server::bind`], [`Server::coap_addr`], [`Server::serve`].
+//!
+//! One task owns the engine. It waits on the UDP socket, the bridge's events
+//! and the engine's next timer; after every event it drains the engine's
+//! transmits (to the socket) and publishes (to the bridge), as the engine's
+//! contract requires. A publish the bridge cannot take is reported back to
+//! the engine at once as unavailable (5.02).
+
+#![forbid(unsafe_code)]
+
+mod config;
+mod driver;
+mod udp;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use coapgate_endpoint::{Endpoint, EndpointConfig};
+use coapgate_mqtt::{Bridge, BridgeConfig, BridgeEvent, BridgeHandle, EmbeddedBroker, Qos};
+use coapgate_store::Store;
+use coapgate_topic::TopicTemplates;
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+
+pub use config::{
+    AdminConfig, CoapConfig, CoapsConfig, Config, DeviceSeed, MqttConfig, PayloadFormat,
+    StoreConfig,
+};
+
+/// Why the server could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServerError {
+    /// The configuration is not acceptable (the text names the key).
+    #[error("configuration: {0}")]
+    Config(String),
+    /// The store could not be opened or seeded.
+    #[error("store: {0}")]
+    Store(#[from] coapgate_store::StoreError),
+    /// The MQTT link or the embedded broker could not be set up.
+    #[error("mqtt: {0}")]
+    Mqtt(#[from] coapgate_mqtt::MqttError),
+    /// A socket could not be bound or configured.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+}
+
+/// A server with its sockets bound and its broker link started, not yet
+/// serving.
+pub struct Server {
+    config: Config,
+    store: Store,
+    socket: Arc<UdpSocket>,
+    coap_addr: SocketAddr,
+    mqtt_addr: SocketAddr,
+    bridge: BridgeHandle,
+    events: mpsc::Receiver<BridgeEvent>,
+    _broker: Option<EmbeddedBroker>,
+}
+
+impl Server {
+    /// Opens the store and seeds the configured devices, starts the
+    /// embedded broker when no `[mqtt] url` is given, starts the bridge and
+    /// waits (up to `mqtt.connect_timeout`) for its first connection, and
+    /// binds the CoAP socket.
+    pub async fn bind(config: Config) -> Result<Self, ServerError> {
+        config.validate()?;
+        let store = coapgate_store::open(&config.store.url)?;
+        for seed in &config.devices {
+            store.put_device(seed.clone().into())?;
+        }
+        if !config.devices.is_empty() {
+            tracing::info!(
+                count = config.devices.len(),
+                "devices from the configuration seeded"
+            );
+        }
+
+        let (broker, mut bridge_config) = match &config.mqtt.url {
+            Some(url) => (None, BridgeConfig::from_url(url)?),
+            None => {
+                let broker = EmbeddedBroker::start(config.mqtt.embedded_bind)?;
+                let addr = broker.addr();
+                let bridge_config = BridgeConfig {
+                    host: addr.ip().to_string(),
+                    port: addr.port(),
+                    ..BridgeConfig::default()
+                };
+                (Some(broker), bridge_config)
+            }
+        };
+        if let Some(id) = &config.mqtt.client_id {
+            bridge_config.client_id = id.clone();
+        }
+        bridge_config.qos = if config.mqtt.qos == 2 {
+            Qos::ExactlyOnce
+        } else {
+            Qos::AtLeastOnce
+        };
+        bridge_config.keep_alive = config.mqtt.keep_alive;
+        bridge_config.max_packet_size = config.mqtt.max_packet_size;
+        bridge_config.outbox_capacity = config.coap.max_pending;
+        let mqtt_addr = resolve(&bridge_config.host, bridge_config.port);
+        let (bridge, mut events) = Bridge::start(bridge_config);
+        // Wait for the first connection so the first devices do not get 5.02
+        // for a broker that is merely still connecting.
+        let connected = tokio::time::timeout(config.mqtt.connect_timeout, async {
+            while let Some(event) = events.recv().await {
+                if matches!(event, BridgeEvent::Connected) {
+                    return true;
+                }
+            }
+            false
+        })
+        .await
+        .unwrap_or(false);
+        if !connected {
+            tracing::warn!("MQTT broker not reachable yet; telemetry gets 5.02 until it is");
+        }
+
+        let socket = udp::bind(
+            config.coap.bind,
+            config.coap.recv_buffer,
+            config.coap.send_buffer,
+        )?;
+        let coap_addr = socket.local_addr().map_err(|source| ServerError::Io {
+            what: "coap socket address".into(),
+            source,
+        })?;
+        tracing::info!(%coap_addr, "CoAP listening");
+        if config.admin.token.is_some()
+            || config.coaps.public_url != CoapsConfig::default().public_url
+        {
+            tracing::info!("[admin] and [coaps] are accepted but not served by this version");
+        }
+        Ok(Self {
+            config,
+            store,
+            socket: Arc::new(socket),
+            coap_addr,
+            mqtt_addr,
+            bridge,
+            events,
+            _broker: broker,
+        })
+    }
+
+    /// The bound CoAP address.
+    pub fn coap_addr(&self) -> SocketAddr {
+        self.coap_addr
+    }
+
+    /// The broker the bridge talks to (the embedded one unless configured).
+    pub fn mqtt_addr(&self) -> SocketAddr {
+        self.mqtt_addr
+    }
+
+    /// The device store (shared with the running server).
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Serves until `shutdown` completes, then stops reading datagrams,
+    /// answers what the broker confirms within the grace period, and
+    /// returns.
+    pub async fn serve(self, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
+        let templates =
+            TopicTemplates::new(&self.config.mqtt.topic, &self.config.mqtt.topic_without_t)
+                .map_err(|e| ServerError::Config(format!("mqtt.topic: {e}")))?;
+        let coap = &self.config.coap;
+        let engine_config = EndpointConfig {
+            transmission: coap.transmission,
+            dedup: coap.dedup,
+            max_payload: coap.max_payload,
+            piggyback_window: coap.piggyback_window,
+            publish_timeout: coap.publish_timeout,
+            max_pending: coap.max_pending,
+            topics: templates,
+            payload_format: match self.config.mqtt.payload {
+                PayloadFormat::Envelope => coapgate_endpoint::PayloadFormat::Envelope,
+                PayloadFormat::Raw => coapgate_endpoint::PayloadFormat::Raw,
+            },
+            seed: rand::random(),
+        };
+        let mut endpoint = Endpoint::new(engine_config, Arc::new(self.store.directory()));
+        endpoint.handle_broker_state(self.bridge.is_connected());
+        let driver = driver::Driver {
+            endpoint,
+            socket: self.socket,
+            bridge: self.bridge,
+            events: self.events,
+            shutdown_grace: SHUTDOWN_GRACE,
+        };
+        driver.run(shutdown).await;
+        Ok(())
+    }
+}
+
+/// How long shutdown waits for pending publishes.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+fn resolve(host: &str, port: u16) -> SocketAddr {
+    use std::net::ToSocketAddrs;
+    (host, port)
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut a| a.next())
+        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], port)))
+}
+
+/// Binds and serves until `shutdown` completes.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
+    Server::bind(config).await?.serve(shutdown).await
+}

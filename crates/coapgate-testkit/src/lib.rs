@@ -1,0 +1,394 @@
+//! Real peers for coapgate's integration tests, each on loopback only and
+//! bounded in time:
+//!
+//! - [`Mosquitto`]: a broker process on a free port, stoppable and
+//!   restartable on the same port;
+//! - [`MosquittoSub`]: Mosquitto's own `mosquitto_sub` on `#`, recording
+//!   every message it receives;
+//! - [`coap_client`]: libcoap's `coap-client-*` binaries, returning the
+//!   response code they got.
+//!
+//! A missing program is a failure when `CI=true` and a loud `SKIPPED` line
+//! otherwise: see [`require`].
+
+#![forbid(unsafe_code)]
+#![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
+
+use std::io::{BufRead, BufReader};
+use std::net::{TcpListener, TcpStream, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Whether this run is CI (`CI=true`), where a missing peer is a failure.
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true")
+}
+
+/// Finds `program` on `PATH` (or `/usr/sbin`). When it is missing: panics
+/// under `CI=true`; otherwise prints a loud SKIPPED line for `test` and
+/// returns `None`, and the test should return at once.
+pub fn require(program: &str, test: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let found = std::env::split_paths(&path)
+        .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/usr/bin")])
+        .map(|dir| dir.join(program))
+        .find(|p| p.is_file());
+    if found.is_none() {
+        if in_ci() {
+            panic!("{program} is not installed and CI=true: {test} cannot run (see .ci/run)");
+        }
+        eprintln!(
+            "\n***** SKIPPED {test}: {program} is not installed (CI=true makes this a failure) *****\n"
+        );
+    }
+    found
+}
+
+/// A TCP port on 127.0.0.1 that was free a moment ago.
+pub fn free_tcp_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A UDP port on 127.0.0.1 that was free a moment ago.
+pub fn free_udp_port() -> u16 {
+    UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Waits until something accepts TCP connections on 127.0.0.1:`port`.
+pub fn wait_for_tcp(port: u16, timeout: Duration) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        let addr = ([127, 0, 0, 1], port).into();
+        if TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_ok() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
+
+/// Waits for `child` up to `timeout`, killing it past that.
+pub fn wait_output(mut child: Child, timeout: Duration) -> Output {
+    let start = Instant::now();
+    loop {
+        match child.try_wait() {
+            Ok(Some(_)) => break,
+            Ok(None) if start.elapsed() < timeout => std::thread::sleep(Duration::from_millis(5)),
+            _ => {
+                let _ = child.kill();
+                break;
+            }
+        }
+    }
+    child.wait_with_output().unwrap()
+}
+
+static DIRS: AtomicUsize = AtomicUsize::new(0);
+
+/// A fresh temporary directory, removed by the caller (or left for CI
+/// logs); unique per process and call.
+pub fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "coapgate-{name}-{}-{}",
+        std::process::id(),
+        DIRS.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A Mosquitto broker process on 127.0.0.1, killed on drop.
+pub struct Mosquitto {
+    binary: PathBuf,
+    /// The port it listens on; the same across [`Mosquitto::restart`].
+    pub port: u16,
+    dir: PathBuf,
+    child: Option<Child>,
+}
+
+impl Mosquitto {
+    /// Starts Mosquitto (anonymous, no persistence) on a free port; `None`
+    /// when it is not installed outside CI (see [`require`]).
+    pub fn start(test: &str) -> Option<Self> {
+        let binary = require("mosquitto", test)?;
+        let mut m = Mosquitto {
+            binary,
+            port: free_tcp_port(),
+            dir: temp_dir("mosquitto"),
+            child: None,
+        };
+        m.spawn();
+        Some(m)
+    }
+
+    fn spawn(&mut self) {
+        let conf = self.dir.join("mosquitto.conf");
+        // As root, mosquitto would switch to user "mosquitto" and could not
+        // write its log here.
+        let text = format!(
+            "listener {} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 100000\nuser root\nlog_dest file {}\n",
+            self.port,
+            self.dir.join("mosquitto.log").display()
+        );
+        std::fs::write(&conf, text).unwrap();
+        let child = Command::new(&self.binary)
+            .arg("-c")
+            .arg(&conf)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        assert!(
+            wait_for_tcp(self.port, Duration::from_secs(5)),
+            "mosquitto did not listen on {} within 5 s: {}",
+            self.port,
+            self.log()
+        );
+    }
+
+    /// `mqtt://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("mqtt://127.0.0.1:{}", self.port)
+    }
+
+    /// The broker's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("mosquitto.log")).unwrap_or_default()
+    }
+
+    /// Kills the broker at once (SIGKILL).
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts it again on the same port.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A message as `mosquitto_sub -v` printed it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    /// The topic.
+    pub topic: String,
+    /// The payload (text; coapgate's envelope is JSON).
+    pub payload: String,
+}
+
+/// `mosquitto_sub -v -t '#'` against a broker, recording every message.
+pub struct MosquittoSub {
+    child: Child,
+    received: Arc<Mutex<Vec<Message>>>,
+}
+
+/// Topic the readiness probe publishes on; filtered from [`MosquittoSub::messages`].
+pub const PROBE_TOPIC: &str = "coapgate-testkit/probe";
+
+impl MosquittoSub {
+    /// Subscribes to `#` on 127.0.0.1:`port` with QoS 1 and returns once a
+    /// probe published with `mosquitto_pub` came through (at most 10 s).
+    pub fn start(port: u16, test: &str) -> Option<Self> {
+        let sub = require("mosquitto_sub", test)?;
+        let publ = require("mosquitto_pub", test)?;
+        let mut child = Command::new(sub)
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+                "-t",
+                "#",
+                "-v",
+                "-q",
+                "1",
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let sink = received.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                let (topic, payload) = line.split_once(' ').unwrap_or((line.as_str(), ""));
+                sink.lock().unwrap().push(Message {
+                    topic: topic.to_owned(),
+                    payload: payload.to_owned(),
+                });
+            }
+        });
+        let me = MosquittoSub { child, received };
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(10) {
+            let _ = Command::new(&publ)
+                .args([
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    &port.to_string(),
+                    "-t",
+                    PROBE_TOPIC,
+                    "-m",
+                    "probe",
+                ])
+                .status();
+            if me.wait_for(
+                |m| m.iter().any(|m| m.topic == PROBE_TOPIC),
+                Duration::from_millis(200),
+            ) {
+                return Some(me);
+            }
+        }
+        panic!("mosquitto_sub on port {port} never saw its probe");
+    }
+
+    /// Every message so far, probes left out.
+    pub fn messages(&self) -> Vec<Message> {
+        self.received
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|m| m.topic != PROBE_TOPIC)
+            .cloned()
+            .collect()
+    }
+
+    /// Waits until `done` holds for the raw message list (probes included),
+    /// at most `timeout`; returns whether it did.
+    fn wait_for(&self, done: impl Fn(&[Message]) -> bool, timeout: Duration) -> bool {
+        let start = Instant::now();
+        loop {
+            if done(&self.received.lock().unwrap()) {
+                return true;
+            }
+            if start.elapsed() >= timeout {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Waits until at least `n` messages (probes left out) have arrived, at
+    /// most `timeout`; returns the messages.
+    pub fn wait_for_count(&self, n: usize, timeout: Duration) -> Vec<Message> {
+        self.wait_for(
+            |m| m.iter().filter(|m| m.topic != PROBE_TOPIC).count() >= n,
+            timeout,
+        );
+        self.messages()
+    }
+}
+
+impl Drop for MosquittoSub {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// What a `coap-client` run got.
+#[derive(Debug, Clone)]
+pub struct CoapReply {
+    /// The response code of the last response received, as `2.04`; `None`
+    /// when none came.
+    pub code: Option<String>,
+    /// The payload of the response (written with `-o`).
+    pub payload: String,
+    /// Its log: PDUs (stdout at `-v 6`) and errors (stderr).
+    pub log: String,
+}
+
+/// Runs libcoap's `client` (`coap-client-notls`, `coap-client-openssl`,
+/// `coap-client-gnutls`) with `args` plus `-v 6 -B 10`, at most 20 s; the
+/// response code is read from its PDU log. `None` when the client is not
+/// installed outside CI.
+pub fn coap_client(client: &str, args: &[&str], test: &str) -> Option<CoapReply> {
+    let binary = require(client, test)?;
+    Some(run_coap_client(&binary, args))
+}
+
+fn run_coap_client(binary: &Path, args: &[&str]) -> CoapReply {
+    // libcoap logs PDUs on stdout and errors on stderr; the payload goes to
+    // a file of its own so the two never mix.
+    let dir = temp_dir("coap-client");
+    let payload_file = dir.join("payload");
+    let child = Command::new(binary)
+        .args(["-v", "6", "-B", "10", "-o"])
+        .arg(&payload_file)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = wait_output(child, Duration::from_secs(20));
+    let log = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let payload = std::fs::read(&payload_file).unwrap_or_default();
+    let _ = std::fs::remove_dir_all(&dir);
+    CoapReply {
+        code: last_response_code(&log),
+        payload: String::from_utf8_lossy(&payload).into_owned(),
+        log,
+    }
+}
+
+/// The last response code (class 2 to 5) in a libcoap PDU log, where
+/// messages look like `v:1 t:ACK c:2.04 i:44ff {01} [ ]`.
+pub fn last_response_code(log: &str) -> Option<String> {
+    log.lines().rev().find_map(|line| {
+        let at = line.find(" c:")?;
+        let code = line.get(at + 3..at + 7)?;
+        matches!(code.as_bytes().first(), Some(b'2'..=b'5')).then(|| code.to_owned())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_last_response_code_from_a_libcoap_log() {
+        let log = "v:1 t:CON c:POST i:44ff {01} [ Uri-Path:data ] :: 'hello'\n\
+                   v:1 t:ACK c:0.00 i:44ff {} [ ]\n\
+                   v:1 t:CON c:2.04 i:1234 {01} [ ]\n\
+                   v:1 t:ACK c:0.00 i:1234 {} [ ]\n";
+        assert_eq!(last_response_code(log).as_deref(), Some("2.04"));
+        assert_eq!(
+            last_response_code("v:1 t:ACK c:4.01 i:1 {} [ ]").as_deref(),
+            Some("4.01")
+        );
+        assert_eq!(last_response_code("nothing"), None);
+    }
+}
