@@ -1,0 +1,125 @@
+//! The real `coapgate` binary: configuration errors, and one request end to
+//! end through Mosquitto, then SIGTERM.
+
+#![allow(clippy::unwrap_used)]
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use coapgate_testkit::{
+    Mosquitto, MosquittoSub, coap_client, free_udp_port, temp_dir, wait_output,
+};
+
+const BIN: &str = env!("CARGO_BIN_EXE_coapgate");
+
+#[test]
+fn an_unknown_configuration_key_is_an_error_that_names_it() {
+    let dir = temp_dir("binary-config");
+    let file = dir.join("bad.toml");
+    std::fs::write(&file, "[coap]\nbind = \"127.0.0.1:0\"\nmax_paylod = 2048\n").unwrap();
+    let out = Command::new(BIN)
+        .arg("check-config")
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("max_paylod"), "{stderr}");
+
+    let out = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "serve refuses to start");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("max_paylod"));
+
+    std::fs::write(&file, "[coap]\nbind = \"127.0.0.1:0\"\n").unwrap();
+    let out = Command::new(BIN)
+        .arg("check-config")
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn serves_a_request_through_mosquitto_and_exits_0_on_sigterm() {
+    let test = "binary_serves";
+    let Some(broker) = Mosquitto::start(test) else {
+        return;
+    };
+    let Some(sub) = MosquittoSub::start(broker.port, test) else {
+        return;
+    };
+    let dir = temp_dir("binary-serve");
+    let port = free_udp_port();
+    let config = dir.join("coapgate.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[coap]\nbind = \"127.0.0.1:{port}\"\n[mqtt]\nurl = \"{}\"\n[store]\nurl = \"sqlite://{}\"\n\
+             [[device]]\niccid = \"8988280666000000000\"\nimsi = \"901405100000000\"\nip = \"127.0.0.2\"\n",
+            broker.url(),
+            dir.join("store.db").display()
+        ),
+    )
+    .unwrap();
+    let child = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(&config)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let url = format!("coap://127.0.0.1:{port}/data?t=bin");
+    // The binary is up once it answers; bounded.
+    let start = Instant::now();
+    let mut code = None;
+    while start.elapsed() < Duration::from_secs(15) {
+        let reply = coap_client(
+            "coap-client-notls",
+            &[
+                "-a",
+                "127.0.0.2",
+                "-m",
+                "post",
+                "-e",
+                "from the binary",
+                &url,
+            ],
+            test,
+        );
+        let Some(reply) = reply else { return };
+        if reply.code.is_some() {
+            code = reply.code;
+            break;
+        }
+    }
+    assert_eq!(code.as_deref(), Some("2.04"));
+    let messages = sub.wait_for_count(1, Duration::from_secs(5));
+    assert_eq!(messages.len(), 1, "{messages:?}");
+    assert_eq!(messages[0].topic, "8988280666000000000/bin");
+
+    let status = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = wait_output(child, Duration::from_secs(15));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "exit 0 on SIGTERM; log:\n{stderr}"
+    );
+    assert!(stderr.contains("shutting down"), "{stderr}");
+    let _ = std::fs::remove_dir_all(dir);
+}
