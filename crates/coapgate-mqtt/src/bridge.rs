@@ -597,7 +597,7 @@ async fn run_bridge(
                     () = stopped(&mut stop) => break,
                     () = tokio::time::sleep(delay) => {}
                 }
-                delay = (delay * 2).min(delay_max);
+                delay = delay.saturating_mul(2).min(delay_max);
                 continue;
             }
         }
