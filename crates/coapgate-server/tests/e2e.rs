@@ -418,3 +418,73 @@ fn a_broker_outage_gives_5_02_and_every_2_04_is_at_the_broker() {
         );
     }
 }
+
+#[test]
+fn a_slow_broker_gets_an_empty_ack_then_a_separate_response_and_a_silent_one_5_04() {
+    let test = "slow_broker";
+    let Some(broker) = Mosquitto::start(test) else {
+        return;
+    };
+    let Some(sub) = MosquittoSub::start(broker.port, test) else {
+        return;
+    };
+    // The broker's answers (CONNACK, PUBACK) arrive 1.5 s late: past the
+    // 1 s piggyback window, within the publish deadline.
+    let proxy = coapgate_testkit::DelayProxy::start(broker.port, Duration::from_millis(1500));
+    let mut config = config(Some(proxy.url()));
+    config.coap.publish_timeout = Duration::from_secs(3);
+    let server = TestServer::start(config);
+
+    // The exchange byte by byte, from a raw socket at the device's address:
+    // CON POST /data?t=slow, MID 0x0a0b, token 0x77, payload "late".
+    let socket = UdpSocket::bind("127.0.0.2:0").unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(3)))
+        .unwrap();
+    socket.connect(server.coap).unwrap();
+    let request = [
+        0x41, 0x02, 0x0a, 0x0b, 0x77, 0xb4, b'd', b'a', b't', b'a', 0x46, b't', b'=', b's', b'l',
+        b'o', b'w', 0xff, b'l', b'a', b't', b'e',
+    ];
+    let sent = std::time::Instant::now();
+    socket.send(&request).unwrap();
+    let mut buf = [0u8; 64];
+    let n = socket.recv(&mut buf).unwrap();
+    let empty_ack_after = sent.elapsed();
+    assert_eq!(&buf[..n], &[0x60, 0x00, 0x0a, 0x0b], "an empty ACK first");
+    assert!(
+        empty_ack_after >= Duration::from_millis(900)
+            && empty_ack_after < Duration::from_millis(1400),
+        "at the 1 s piggyback window, not {empty_ack_after:?}"
+    );
+    let n = socket.recv(&mut buf).unwrap();
+    assert_eq!(
+        buf[0],
+        0x41,
+        "a separate CON response with a 1-byte token: {:02x?}",
+        &buf[..n]
+    );
+    assert_eq!(buf[1], 0x44, "2.04");
+    assert_eq!(buf[4], 0x77, "the request's token");
+    assert_ne!(
+        &buf[2..4],
+        &[0x0a, 0x0b],
+        "a message ID of the server's own"
+    );
+    // Acknowledge it, as a device does.
+    socket.send(&[0x60, 0x00, buf[2], buf[3]]).unwrap();
+    assert_eq!(sub.wait_for_count(1, WAIT).len(), 1);
+
+    let url = server.url("/data?t=slow");
+    // Now the broker's answers take longer than the 3 s deadline: 5.04, also
+    // as a separate response.
+    proxy.set_delay(Duration::from_secs(6));
+    let reply = coap_client(
+        CLIENT,
+        &["-a", "127.0.0.2", "-m", "post", "-e", "too late", &url],
+        test,
+    )
+    .unwrap();
+    assert_eq!(reply.code.as_deref(), Some("5.04"), "{}", reply.log);
+    assert!(reply.log.contains("t:CON c:5.04"), "{}", reply.log);
+}

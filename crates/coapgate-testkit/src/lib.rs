@@ -6,7 +6,8 @@
 //! - [`MosquittoSub`]: Mosquitto's own `mosquitto_sub` on `#`, recording
 //!   every message it receives;
 //! - [`coap_client`]: libcoap's `coap-client-*` binaries, returning the
-//!   response code they got.
+//!   response code they got;
+//! - [`DelayProxy`]: a TCP proxy that makes a broker slow to answer.
 //!
 //! A missing program is a failure when `CI=true` and a loud `SKIPPED` line
 //! otherwise: see [`require`].
@@ -14,11 +15,11 @@
 #![forbid(unsafe_code)]
 #![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -311,6 +312,105 @@ impl Drop for MosquittoSub {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// A TCP proxy on 127.0.0.1 in front of a broker that holds back
+/// everything the broker sends (CONNACK, PUBACK, …) by an adjustable delay:
+/// a slow broker, for testing the piggyback window and publish deadlines.
+/// Client-to-broker bytes pass at once.
+pub struct DelayProxy {
+    /// The port clients connect to.
+    pub port: u16,
+    delay_ms: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+}
+
+impl DelayProxy {
+    /// Proxies 127.0.0.1:`port` → 127.0.0.1:`upstream`, holding the
+    /// upstream's bytes back by `delay`.
+    pub fn start(upstream: u16, delay: Duration) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        listener.set_nonblocking(true).unwrap();
+        let delay_ms = Arc::new(AtomicU64::new(delay.as_millis() as u64));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (d, st) = (delay_ms.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !st.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((client, _)) => {
+                        let _ = client.set_nonblocking(false);
+                        if let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)) {
+                            Self::pipe(client, server, d.clone(), st.clone());
+                        }
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(10)),
+                }
+            }
+        });
+        Self {
+            port,
+            delay_ms,
+            stop,
+        }
+    }
+
+    fn pipe(client: TcpStream, server: TcpStream, delay_ms: Arc<AtomicU64>, stop: Arc<AtomicBool>) {
+        let (mut c_read, mut s_write) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 16384];
+            while let Ok(n) = c_read.read(&mut buf) {
+                if n == 0 || s_write.write_all(&buf[..n]).is_err() {
+                    break;
+                }
+            }
+            let _ = s_write.shutdown(std::net::Shutdown::Both);
+        });
+        let (tx, rx) = std::sync::mpsc::channel::<(Instant, Vec<u8>)>();
+        let mut s_read = server;
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 16384];
+            while let Ok(n) = s_read.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                let due = Instant::now() + Duration::from_millis(delay_ms.load(Ordering::Relaxed));
+                if tx.send((due, buf[..n].to_vec())).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut c_write = client;
+        std::thread::spawn(move || {
+            for (due, bytes) in rx {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                std::thread::sleep(due.saturating_duration_since(Instant::now()));
+                if c_write.write_all(&bytes).is_err() {
+                    break;
+                }
+            }
+            let _ = c_write.shutdown(std::net::Shutdown::Both);
+        });
+    }
+
+    /// Changes the delay for bytes read from now on.
+    pub fn set_delay(&self, delay: Duration) {
+        self.delay_ms
+            .store(delay.as_millis() as u64, Ordering::Relaxed);
+    }
+
+    /// `mqtt://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("mqtt://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for DelayProxy {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
     }
 }
 
