@@ -62,6 +62,7 @@
 
 mod config;
 mod engine;
+pub mod fuzzing;
 mod stats;
 mod types;
 
