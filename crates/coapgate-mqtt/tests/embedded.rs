@@ -21,7 +21,7 @@ fn rss_kib() -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bridge_publishes_reach_a_subscriber_of_the_embedded_broker() {
     let rss_before = rss_kib();
-    let addr: SocketAddr = ([127, 0, 0, 1], common::free_port()).into();
+    let addr: SocketAddr = ([127, 0, 0, 1], coapgate_testkit::free_tcp_port()).into();
     let broker = EmbeddedBroker::start(addr).expect("embedded broker");
     assert_eq!(broker.addr(), addr);
     let rss_started = rss_kib();

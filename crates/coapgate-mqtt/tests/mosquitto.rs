@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use coapgate_mqtt::{Bridge, BridgeConfig, BridgeEvent, MqttError, Outgoing, Qos};
-use common::{Mosquitto, Subscriber, collect_events};
+use coapgate_testkit::Mosquitto;
+use common::{Subscriber, collect_events};
 
 fn config(port: u16, name: &str) -> BridgeConfig {
     BridgeConfig {
@@ -109,10 +110,10 @@ async fn hundred_publishes_are_delivered_and_reach_the_subscriber() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broker_restart_loses_nothing_and_confirms_nothing_falsely() {
-    let port = common::free_port();
-    let Some(mut mosq) = Mosquitto::start_with("broker_restart", port, true) else {
+    let Some(mut mosq) = Mosquitto::start_persistent("broker_restart") else {
         return;
     };
+    let port = mosq.port;
     // Persistent session on a persistent broker: it queues for the subscriber
     // across the restart, so everything the broker accepted reaches it.
     let sub = Subscriber::start(port, "sub-restart", true, rumqttc::QoS::AtLeastOnce).await;

@@ -115,6 +115,7 @@ pub struct Mosquitto {
     /// The port it listens on; the same across [`Mosquitto::restart`].
     pub port: u16,
     dir: PathBuf,
+    persistent: bool,
     child: Option<Child>,
 }
 
@@ -122,11 +123,23 @@ impl Mosquitto {
     /// Starts Mosquitto (anonymous, no persistence) on a free port; `None`
     /// when it is not installed outside CI (see [`require`]).
     pub fn start(test: &str) -> Option<Self> {
+        Self::start_with(test, false)
+    }
+
+    /// Like [`start`](Self::start), but the broker saves its state
+    /// (sessions, queued messages) on a graceful [`stop`](Self::stop) and
+    /// restores it on [`restart`](Self::restart).
+    pub fn start_persistent(test: &str) -> Option<Self> {
+        Self::start_with(test, true)
+    }
+
+    fn start_with(test: &str, persistent: bool) -> Option<Self> {
         let binary = require("mosquitto", test)?;
         let mut m = Mosquitto {
             binary,
             port: free_tcp_port(),
             dir: temp_dir("mosquitto"),
+            persistent,
             child: None,
         };
         m.spawn();
@@ -137,11 +150,17 @@ impl Mosquitto {
         let conf = self.dir.join("mosquitto.conf");
         // As root, mosquitto would switch to user "mosquitto" and could not
         // write its log here.
-        let text = format!(
+        let mut text = format!(
             "listener {} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 100000\nuser root\nlog_dest file {}\n",
             self.port,
             self.dir.join("mosquitto.log").display()
         );
+        if self.persistent {
+            text.push_str(&format!(
+                "persistence true\npersistence_location {}/\n",
+                self.dir.display()
+            ));
+        }
         std::fs::write(&conf, text).unwrap();
         let child = Command::new(&self.binary)
             .arg("-c")
@@ -178,9 +197,30 @@ impl Mosquitto {
         }
     }
 
-    /// Starts it again on the same port.
+    /// Stops the broker gracefully (SIGTERM: a persistent broker saves its
+    /// state), waiting up to 5 s before SIGKILL. A no-op when not running.
+    pub fn stop(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(5) {
+            if let Ok(Some(_)) = child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+
+    /// Starts it again on the same port (stopping it gracefully first if it
+    /// still runs).
     pub fn restart(&mut self) {
-        self.kill();
+        self.stop();
         self.spawn();
     }
 }
