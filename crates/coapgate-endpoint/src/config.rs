@@ -47,7 +47,7 @@ impl Default for EndpointConfig {
             max_payload: 1024,
             piggyback_window: Duration::from_secs(1),
             publish_timeout: Duration::from_secs(10),
-            max_pending: 10_000,
+            max_pending: 4096,
             topics: TopicTemplates::default(),
             payload_format: PayloadFormat::Envelope,
             seed: 0,
