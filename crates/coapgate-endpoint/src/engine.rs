@@ -8,7 +8,7 @@ use coapgate_codec::{
 };
 use coapgate_envelope::{Body, DeviceRef, Meta};
 use coapgate_exchange::{
-    DedupCache, Lookup, MessageIds, MessageKind, Retransmissions, RetransmitEvent,
+    DedupCache, Lookup, MessageIds, MessageKind, Retransmissions, RetransmitEvent, Ticket,
 };
 use coapgate_model::{Device, DeviceDirectory, Iccid};
 use coapgate_topic::Topic;
@@ -64,11 +64,25 @@ impl Outcome {
     }
 }
 
+/// A request on its way through the pipeline.
+struct Request<'a> {
+    now: Instant,
+    wall: SystemTime,
+    from: Link,
+    kind: MessageKind,
+    /// Its dedup entry.
+    ticket: Ticket,
+    resource: Resource,
+    packet: &'a Packet,
+}
+
 /// A request waiting for the broker.
 #[derive(Debug)]
 struct Pending {
     link: Link,
     message_id: u16,
+    /// The request's dedup entry, where its response is recorded.
+    ticket: Ticket,
     token: Vec<u8>,
     kind: MessageKind,
     resource: Resource,
@@ -204,9 +218,11 @@ impl Endpoint {
         kind: MessageKind,
         packet: &Packet,
     ) {
-        let message_id = packet.header.message_id;
-        match self.dedup.lookup(now, &from, message_id, kind) {
-            Lookup::New => {}
+        let ticket = match self
+            .dedup
+            .lookup(now, &from, packet.header.message_id, kind)
+        {
+            Lookup::New(ticket) => ticket,
             Lookup::Replay(bytes) => {
                 let bytes = bytes.to_vec();
                 self.stats.duplicates += 1;
@@ -217,33 +233,32 @@ impl Endpoint {
                 self.stats.duplicates += 1;
                 return;
             }
-        }
-        let resource = Resource::from_path(&codec::uri_path(packet));
-        match self.process(now, wall, from, kind, resource, packet) {
-            Outcome::Respond(code, options) => {
-                self.respond_now(from, kind, packet, resource, code, options)
-            }
+        };
+        let request = Request {
+            now,
+            wall,
+            from,
+            kind,
+            ticket,
+            resource: Resource::from_path(&codec::uri_path(packet)),
+            packet,
+        };
+        match self.process(&request) {
+            Outcome::Respond(code, options) => self.respond_now(&request, code, options),
             Outcome::Pending => {}
         }
     }
 
     /// Steps 3 to 7 of SPEC §2.1.
-    fn process(
-        &mut self,
-        now: Instant,
-        wall: SystemTime,
-        from: Link,
-        kind: MessageKind,
-        resource: Resource,
-        packet: &Packet,
-    ) -> Outcome {
+    fn process(&mut self, request: &Request<'_>) -> Outcome {
+        let packet = request.packet;
         // 3. The device, by source IP (and on DTLS, by the session's identity).
-        let Some(device) = self.authorised_device(from) else {
+        let Some(device) = self.authorised_device(request.from) else {
             return Outcome::code(ResponseType::Unauthorized);
         };
         // 4. Critical options we do not recognise.
         if let Some(number) = codec::unrecognised_critical_option(packet, &[]) {
-            tracing::debug!(peer = %from.addr(), option = number, "unrecognised critical option");
+            tracing::debug!(peer = %request.from.addr(), option = number, "unrecognised critical option");
             return Outcome::code(ResponseType::BadOption);
         }
         // 5. Path and method. Proxy-Uri and Proxy-Scheme are recognised
@@ -253,10 +268,10 @@ impl Endpoint {
         {
             return Outcome::code(ResponseType::ProxyingNotSupported);
         }
-        match (resource, packet.header.code) {
+        match (request.resource, packet.header.code) {
             (Resource::Unknown, _) => Outcome::code(ResponseType::NotFound),
             (Resource::Telemetry, MessageClass::Request(RequestType::Post)) => {
-                self.telemetry(now, wall, from, kind, &device, packet)
+                self.telemetry(request, &device)
             }
             (Resource::Telemetry, _) => Outcome::code(ResponseType::MethodNotAllowed),
         }
@@ -275,22 +290,15 @@ impl Endpoint {
     }
 
     /// Steps 6 and 7 for `POST /` and `POST /data`.
-    fn telemetry(
-        &mut self,
-        now: Instant,
-        wall: SystemTime,
-        from: Link,
-        kind: MessageKind,
-        device: &Device,
-        packet: &Packet,
-    ) -> Outcome {
+    fn telemetry(&mut self, request: &Request<'_>, device: &Device) -> Outcome {
+        let packet = request.packet;
         let topic = match coapgate_topic::extract(
             codec::option_values(packet, URI_QUERY),
             codec::option_values(packet, LOCATION_QUERY),
         ) {
             Ok(topic) => topic,
             Err(error) => {
-                tracing::debug!(peer = %from.addr(), %error, "bad topic");
+                tracing::debug!(peer = %request.from.addr(), %error, "bad topic");
                 return Outcome::code(ResponseType::BadRequest);
             }
         };
@@ -311,21 +319,12 @@ impl Endpoint {
                 vec![(CoapOption::MaxAge, vec![OVERLOAD_MAX_AGE])],
             );
         }
-        self.publish(now, wall, from, kind, device, topic.as_ref(), packet);
+        self.publish(request, device, topic.as_ref());
         Outcome::Pending
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn publish(
-        &mut self,
-        now: Instant,
-        wall: SystemTime,
-        from: Link,
-        kind: MessageKind,
-        device: &Device,
-        topic: Option<&Topic>,
-        packet: &Packet,
-    ) {
+    fn publish(&mut self, request: &Request<'_>, device: &Device, topic: Option<&Topic>) {
+        let packet = request.packet;
         let id = self.next_publish;
         self.next_publish += 1;
         let payload = match self.config.payload_format {
@@ -335,12 +334,13 @@ impl Endpoint {
                 let mut id_text = uuid::Uuid::encode_buffer();
                 let meta = Meta {
                     id: message_id.hyphenated().encode_lower(&mut id_text),
-                    received_ms: wall
+                    received_ms: request
+                        .wall
                         .duration_since(UNIX_EPOCH)
                         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
                     device: DeviceRef {
                         iccid: device.iccid.as_str(),
-                        ip: from.addr().ip().to_canonical(),
+                        ip: request.from.addr().ip().to_canonical(),
                         imsi: device.imsi.as_ref().map(|i| i.as_str()),
                     },
                 };
@@ -351,7 +351,7 @@ impl Endpoint {
                 )
             }
         };
-        let deadline = now + self.config.publish_timeout;
+        let deadline = request.now + self.config.publish_timeout;
         self.publishes.push_back(Publish {
             id,
             topic: self.config.topics.render(
@@ -365,17 +365,18 @@ impl Endpoint {
         self.pending.insert(
             id,
             Pending {
-                link: from,
+                link: request.from,
                 message_id: packet.header.message_id,
+                ticket: request.ticket,
                 token: packet.get_token().to_vec(),
-                kind,
-                resource: Resource::Telemetry,
+                kind: request.kind,
+                resource: request.resource,
                 acknowledged: false,
             },
         );
-        if kind == MessageKind::Confirmable {
+        if request.kind == MessageKind::Confirmable {
             self.piggyback_timers
-                .push_back((now + self.config.piggyback_window, id));
+                .push_back((request.now + self.config.piggyback_window, id));
         }
         self.deadline_timers.push_back((deadline, id));
     }
@@ -405,7 +406,7 @@ impl Endpoint {
                 return;
             };
             self.dedup
-                .respond(&pending.link, pending.message_id, &bytes);
+                .respond(&pending.link, pending.message_id, pending.ticket, &bytes);
             self.send(pending.link, bytes);
             return;
         }
@@ -437,9 +438,9 @@ impl Endpoint {
             self.piggyback_timers.pop_front();
             if let Some(p) = self.pending.get_mut(&id) {
                 p.acknowledged = true;
-                let (link, message_id) = (p.link, p.message_id);
+                let (link, message_id, ticket) = (p.link, p.message_id, p.ticket);
                 let ack = codec::empty_ack(message_id);
-                self.dedup.respond(&link, message_id, &ack);
+                self.dedup.respond(&link, message_id, ticket, &ack);
                 self.send(link, ack);
             }
         }
@@ -492,29 +493,28 @@ impl Endpoint {
 
     fn respond_now(
         &mut self,
-        from: Link,
-        kind: MessageKind,
-        request: &Packet,
-        resource: Resource,
+        request: &Request<'_>,
         code: ResponseType,
         options: Vec<(CoapOption, Vec<u8>)>,
     ) {
-        self.count(resource, code);
-        let (message_type, message_id) = match kind {
-            MessageKind::Confirmable => (MessageType::Acknowledgement, request.header.message_id),
+        self.count(request.resource, code);
+        let request_id = request.packet.header.message_id;
+        let (message_type, message_id) = match request.kind {
+            MessageKind::Confirmable => (MessageType::Acknowledgement, request_id),
             MessageKind::NonConfirmable => {
                 (MessageType::NonConfirmable, self.message_ids.next_id())
             }
         };
-        let Some(bytes) =
-            self.encode_response(message_type, message_id, request.get_token(), code, options)
+        let token = request.packet.get_token();
+        let Some(bytes) = self.encode_response(message_type, message_id, token, code, options)
         else {
             return;
         };
-        if kind == MessageKind::Confirmable {
-            self.dedup.respond(&from, request.header.message_id, &bytes);
+        if request.kind == MessageKind::Confirmable {
+            self.dedup
+                .respond(&request.from, request_id, request.ticket, &bytes);
         }
-        self.send(from, bytes);
+        self.send(request.from, bytes);
     }
 
     fn encode_response(

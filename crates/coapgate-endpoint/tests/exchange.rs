@@ -220,6 +220,33 @@ fn the_cache_is_bounded_and_evicts_the_oldest_first() {
 }
 
 #[test]
+fn an_answer_for_an_evicted_exchange_never_lands_in_a_newer_one() {
+    let mut w = World::with_config(EndpointConfig {
+        dedup: DedupLimits {
+            max_entries: 1,
+            max_bytes: 1 << 20,
+        },
+        ..Default::default()
+    });
+    let link = device_link(2);
+    w.deliver(link, &post(1)); // publish 0
+    w.deliver(link, &post(2)); // publish 1; evicts message 1's entry
+    w.deliver(link, &post(1)); // evicts 2; message 1 is new again: publish 2
+    assert_eq!(w.published.len(), 3);
+    // The first exchange's answer goes out, but is not recorded for the
+    // second copy, which is still in progress.
+    assert!(one(w.broker(0, PublishResult::Confirmed)).is(ResponseType::Changed));
+    assert!(w.deliver(link, &post(1)).is_empty(), "still in progress");
+    let second = w.broker(2, PublishResult::Unavailable);
+    assert!(one(second.clone()).is(ResponseType::BadGateway));
+    assert_eq!(
+        w.deliver(link, &post(1)),
+        second,
+        "the second exchange's own answer"
+    );
+}
+
+#[test]
 fn dedup_entries_expire_and_the_cache_empties() {
     let mut w = World::new();
     let link = device_link(2);

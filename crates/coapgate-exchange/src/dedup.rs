@@ -37,12 +37,20 @@ impl Default for DedupLimits {
     }
 }
 
+/// Names one entry of the cache: a message ID from a peer, as first seen at
+/// one time. A response recorded with a ticket lands only in the entry that
+/// issued it, never in a later entry for the same message ID (after the
+/// first was evicted or expired).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Ticket(u64);
+
 /// What the cache knows about a message ID from a peer.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Lookup<'a> {
     /// Not seen within its lifetime: it is now remembered as in progress;
-    /// process it and call [`DedupCache::respond`] with the response.
-    New,
+    /// process it and call [`DedupCache::respond`] with the response and
+    /// this ticket.
+    New(Ticket),
     /// A duplicate of a confirmable message still being processed: do not
     /// process it again; there is nothing to replay yet.
     InProgress,
@@ -170,15 +178,16 @@ impl<K: Hash + Eq + Clone> DedupCache<K> {
         );
         self.stats.entries = self.entries.len();
         self.stats.bytes += Self::ENTRY_OVERHEAD;
-        Lookup::New
+        Lookup::New(Ticket(seq))
     }
 
     /// Records the response a duplicate must get (the piggybacked response,
-    /// or the empty ACK when the response goes separately). Returns `false`
-    /// when the entry is gone (expired or evicted meanwhile).
-    pub fn respond(&mut self, peer: &K, message_id: u16, response: &[u8]) -> bool {
+    /// or the empty ACK when the response goes separately) in the entry
+    /// `ticket` names. Returns `false` when that entry is gone (expired or
+    /// evicted meanwhile, even if the message ID was seen again since).
+    pub fn respond(&mut self, peer: &K, message_id: u16, ticket: Ticket, response: &[u8]) -> bool {
         let key = (peer.clone(), message_id);
-        let Some(entry) = self.entries.get_mut(&key) else {
+        let Some(entry) = self.entries.get_mut(&key).filter(|e| e.seq == ticket.0) else {
             return false;
         };
         let old = entry.response.as_ref().map_or(0, |r| r.len());
@@ -332,19 +341,28 @@ mod tests {
         DedupCache::new(Duration::from_secs(247), Duration::from_secs(145), limits)
     }
 
+    /// Looks up a message that must be new; returns its ticket.
+    fn new(c: &mut DedupCache<u32>, at: Instant, peer: u32, mid: u16, kind: MessageKind) -> Ticket {
+        match c.lookup(at, &peer, mid, kind) {
+            Lookup::New(ticket) => ticket,
+            other => panic!("({peer}, {mid}) should be new, got {other:?}"),
+        }
+    }
+
+    fn is_new(lookup: Lookup<'_>) -> bool {
+        matches!(lookup, Lookup::New(_))
+    }
+
     #[test]
     fn a_con_duplicate_replays_the_response_until_the_exchange_lifetime_ends() {
         let t0 = Instant::now();
         let mut c = cache(DedupLimits::default());
-        assert_eq!(c.lookup(t0, &1, 7, CON), Lookup::New);
+        let ticket = new(&mut c, t0, 1, 7, CON);
         assert_eq!(c.lookup(t0, &1, 7, CON), Lookup::InProgress);
-        assert!(c.respond(&1, 7, b"ack"));
+        assert!(c.respond(&1, 7, ticket, b"ack"));
         let just_before = t0 + Duration::from_secs(247) - Duration::from_millis(1);
         assert_eq!(c.lookup(just_before, &1, 7, CON), Lookup::Replay(b"ack"));
-        assert_eq!(
-            c.lookup(t0 + Duration::from_secs(247), &1, 7, CON),
-            Lookup::New
-        );
+        assert!(is_new(c.lookup(t0 + Duration::from_secs(247), &1, 7, CON)));
         assert_eq!(c.stats().hits, 2);
     }
 
@@ -352,23 +370,20 @@ mod tests {
     fn a_non_duplicate_is_ignored_for_the_non_lifetime() {
         let t0 = Instant::now();
         let mut c = cache(DedupLimits::default());
-        assert_eq!(c.lookup(t0, &1, 7, NON), Lookup::New);
+        new(&mut c, t0, 1, 7, NON);
         assert_eq!(
             c.lookup(t0 + Duration::from_secs(144), &1, 7, NON),
             Lookup::Ignore
         );
-        assert_eq!(
-            c.lookup(t0 + Duration::from_secs(145), &1, 7, NON),
-            Lookup::New
-        );
+        assert!(is_new(c.lookup(t0 + Duration::from_secs(145), &1, 7, NON)));
     }
 
     #[test]
     fn peers_do_not_share_message_ids() {
         let t0 = Instant::now();
         let mut c = cache(DedupLimits::default());
-        assert_eq!(c.lookup(t0, &1, 7, CON), Lookup::New);
-        assert_eq!(c.lookup(t0, &2, 7, CON), Lookup::New);
+        new(&mut c, t0, 1, 7, CON);
+        new(&mut c, t0, 2, 7, CON);
         assert_eq!(c.len(), 2);
     }
 
@@ -376,9 +391,9 @@ mod tests {
     fn expire_collects_entries_and_accounting_returns_to_zero() {
         let t0 = Instant::now();
         let mut c = cache(DedupLimits::default());
-        c.lookup(t0, &1, 1, CON);
-        c.respond(&1, 1, &[0; 10]);
-        c.lookup(t0, &1, 2, NON);
+        let ticket = new(&mut c, t0, 1, 1, CON);
+        c.respond(&1, 1, ticket, &[0; 10]);
+        new(&mut c, t0, 1, 2, NON);
         assert_eq!(c.next_expiry(), Some(t0 + Duration::from_secs(145)));
         c.expire(t0 + Duration::from_secs(145));
         assert_eq!(c.len(), 1);
@@ -396,14 +411,14 @@ mod tests {
             max_entries: 3,
             max_bytes: usize::MAX,
         });
-        c.lookup(t0, &1, 1, CON);
-        c.lookup(t0, &1, 2, NON);
-        c.lookup(t0, &1, 3, CON);
-        c.lookup(t0, &1, 4, NON);
+        new(&mut c, t0, 1, 1, CON);
+        new(&mut c, t0, 1, 2, NON);
+        new(&mut c, t0, 1, 3, CON);
+        new(&mut c, t0, 1, 4, NON);
         assert_eq!(c.len(), 3);
         assert_eq!(c.stats().evictions, 1);
-        // Message 1 was the oldest: it is new again.
-        assert_eq!(c.lookup(t0, &1, 1, CON), Lookup::New);
+        // Message 1 was the oldest: it is new again ...
+        new(&mut c, t0, 1, 1, CON);
         // ... which evicted message 2 (NON, next oldest).
         assert_eq!(c.lookup(t0, &1, 3, CON), Lookup::InProgress);
         assert_eq!(c.lookup(t0, &1, 4, NON), Lookup::Ignore);
@@ -418,10 +433,8 @@ mod tests {
             max_entries: 100,
             max_bytes: 3 * overhead + 100,
         });
-        for mid in 0..3 {
-            c.lookup(t0, &1, mid, CON);
-        }
-        c.respond(&1, 2, &[0; 150]);
+        let tickets: Vec<Ticket> = (0..3).map(|mid| new(&mut c, t0, 1, mid, CON)).collect();
+        c.respond(&1, 2, tickets[2], &[0; 150]);
         assert!(c.stats().bytes <= 3 * overhead + 100);
         assert_eq!(c.lookup(t0, &1, 2, CON), Lookup::Replay(&[0; 150]));
         assert_eq!(c.stats().evictions, 1);
@@ -434,9 +447,9 @@ mod tests {
             max_entries: 10,
             max_bytes: 10,
         });
-        assert_eq!(c.lookup(t0, &1, 1, CON), Lookup::New);
-        assert!(c.respond(&1, 1, b"0123456789abcdef"));
-        assert_eq!(c.lookup(t0, &1, 2, CON), Lookup::New);
+        let ticket = new(&mut c, t0, 1, 1, CON);
+        assert!(c.respond(&1, 1, ticket, b"0123456789abcdef"));
+        new(&mut c, t0, 1, 2, CON);
         assert_eq!(c.len(), 1, "the older entry made room");
     }
 
@@ -447,9 +460,25 @@ mod tests {
             max_entries: 1,
             max_bytes: usize::MAX,
         });
-        c.lookup(t0, &1, 1, CON);
-        c.lookup(t0, &1, 2, CON);
-        assert!(!c.respond(&1, 1, b"late"));
-        assert!(c.respond(&1, 2, b"ok"));
+        let first = new(&mut c, t0, 1, 1, CON);
+        let second = new(&mut c, t0, 1, 2, CON);
+        assert!(!c.respond(&1, 1, first, b"late"));
+        assert!(c.respond(&1, 2, second, b"ok"));
+    }
+
+    #[test]
+    fn a_late_response_never_lands_in_a_newer_entry_for_the_same_message_id() {
+        let t0 = Instant::now();
+        let mut c = cache(DedupLimits {
+            max_entries: 1,
+            max_bytes: usize::MAX,
+        });
+        let old = new(&mut c, t0, 1, 1, CON);
+        new(&mut c, t0, 1, 2, CON); // evicts message 1
+        let newer = new(&mut c, t0, 1, 1, CON); // message 1 again: a new entry
+        assert!(!c.respond(&1, 1, old, b"for the old one"));
+        assert_eq!(c.lookup(t0, &1, 1, CON), Lookup::InProgress);
+        assert!(c.respond(&1, 1, newer, b"for the new one"));
+        assert_eq!(c.lookup(t0, &1, 1, CON), Lookup::Replay(b"for the new one"));
     }
 }

@@ -22,7 +22,7 @@ mod mid;
 mod params;
 mod retransmit;
 
-pub use dedup::{DedupCache, DedupLimits, DedupStats, Lookup, MessageKind};
+pub use dedup::{DedupCache, DedupLimits, DedupStats, Lookup, MessageKind, Ticket};
 pub use mid::MessageIds;
 pub use params::TransmissionParams;
 pub use retransmit::{Retransmissions, RetransmitEvent};

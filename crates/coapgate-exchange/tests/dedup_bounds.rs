@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use coapgate_exchange::{DedupCache, DedupLimits, Lookup, MessageKind};
+use coapgate_exchange::{DedupCache, DedupLimits, Lookup, MessageKind, Ticket};
 use proptest::prelude::*;
 
 #[derive(Debug, Clone)]
@@ -34,13 +34,16 @@ proptest! {
         let mut now = Instant::now();
         // Our model: when each key was first accepted as New, and its kind.
         let mut accepted: HashMap<(u8, u8), (Instant, bool)> = HashMap::new();
+        // The ticket of each key's latest New.
+        let mut tickets: HashMap<(u8, u8), Ticket> = HashMap::new();
         for op in ops {
             match op {
                 Op::Arrive { peer, mid, con } => {
                     let kind = if con { MessageKind::Confirmable } else { MessageKind::NonConfirmable };
                     let evictions_before = cache.stats().evictions;
                     let result = cache.lookup(now, &peer, u16::from(mid), kind);
-                    if result == Lookup::New {
+                    if let Lookup::New(ticket) = result {
+                        tickets.insert((peer, mid), ticket);
                         // Allowed only if never seen, expired, or possibly evicted.
                         if let Some(&(at, was_con)) = accepted.get(&(peer, mid)) {
                             let life = if was_con { 247 } else { 145 };
@@ -52,7 +55,9 @@ proptest! {
                     }
                 }
                 Op::Respond { peer, mid, len } => {
-                    cache.respond(&peer, u16::from(mid), &vec![0u8; len]);
+                    if let Some(&ticket) = tickets.get(&(peer, mid)) {
+                        cache.respond(&peer, u16::from(mid), ticket, &vec![0u8; len]);
+                    }
                 }
                 Op::Advance { secs } => {
                     now += Duration::from_secs(u64::from(secs));
