@@ -27,7 +27,7 @@ proptest! {
     fn bounded_and_never_reprocesses_a_live_unevicted_message(
         ops in proptest::collection::vec(op(), 1..200),
         max_entries in 1usize..20,
-        max_bytes in 96usize..3000,
+        max_bytes in 256usize..4000,
     ) {
         let limits = DedupLimits { max_entries, max_bytes };
         let mut cache = DedupCache::new(Duration::from_secs(247), Duration::from_secs(145), limits);

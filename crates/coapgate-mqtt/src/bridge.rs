@@ -144,7 +144,10 @@ impl Bridge {
             options.set_credentials(user.clone(), config.password.clone().unwrap_or_default());
         }
         // Never log `options`: its Debug prints the password.
-        let (client, eventloop) = AsyncClient::new(options, window);
+        let (client, mut eventloop) = AsyncClient::new(options, window);
+        // Small packets (PUBLISH one way, PUBACK the other) must not wait for
+        // Nagle: without TCP_NODELAY a run stalls ~40 ms at a time.
+        eventloop.network_options.set_tcp_nodelay(true);
 
         let (events_tx, events_rx) = mpsc::channel(config.outbox_capacity.saturating_add(16));
         let (stop_tx, stop_rx) = watch::channel(false);
