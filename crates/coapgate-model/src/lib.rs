@@ -219,10 +219,22 @@ mod tests {
     fn iccid_is_19_or_20_digits() {
         assert!("8988280666000000000".parse::<Iccid>().is_ok());
         assert!("89882806660000000001".parse::<Iccid>().is_ok());
-        assert_eq!("898828066600000000".parse::<Iccid>(), Err(ModelError::Iccid));
-        assert_eq!("898828066600000000012".parse::<Iccid>(), Err(ModelError::Iccid));
-        assert_eq!("898828066600000000a".parse::<Iccid>(), Err(ModelError::Iccid));
-        assert_eq!("８98828066600000000".parse::<Iccid>(), Err(ModelError::Iccid));
+        assert_eq!(
+            "898828066600000000".parse::<Iccid>(),
+            Err(ModelError::Iccid)
+        );
+        assert_eq!(
+            "898828066600000000012".parse::<Iccid>(),
+            Err(ModelError::Iccid)
+        );
+        assert_eq!(
+            "898828066600000000a".parse::<Iccid>(),
+            Err(ModelError::Iccid)
+        );
+        assert_eq!(
+            "８98828066600000000".parse::<Iccid>(),
+            Err(ModelError::Iccid)
+        );
     }
 
     #[test]
@@ -240,9 +252,8 @@ mod tests {
         .unwrap();
         assert!(d.is_active());
         assert_eq!(d.ip, "10.0.0.7".parse::<IpAddr>().unwrap());
-        let bad = serde_json::from_str::<Device>(
-            r#"{"iccid":"1","ip":"10.0.0.7","status":"ACTIVE"}"#,
-        );
+        let bad =
+            serde_json::from_str::<Device>(r#"{"iccid":"1","ip":"10.0.0.7","status":"ACTIVE"}"#);
         assert!(bad.is_err());
         let bad = serde_json::from_str::<Device>(
             r#"{"iccid":"8988280666000000000","ip":"10.0.0.7","status":"ACTIVE","colour":1}"#,
