@@ -3,63 +3,10 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::net::SocketAddr;
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 use coapgate_load::{LoadConfig, device_config};
-use coapgate_server::{Config, Server};
-
-/// A coapgate on its own runtime thread; stopped (gracefully) on drop.
-/// The pattern of `crates/coapgate-server/tests/common/mod.rs`.
-struct TestServer {
-    coap: SocketAddr,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl TestServer {
-    fn start(config: Config) -> Self {
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let thread = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .unwrap();
-            runtime.block_on(async move {
-                let server = Server::bind(config).await.unwrap();
-                ready_tx.send(server.coap_addr()).unwrap();
-                server
-                    .serve(async {
-                        let _ = stop_rx.await;
-                    })
-                    .await
-                    .unwrap();
-            });
-        });
-        let coap = ready_rx
-            .recv_timeout(Duration::from_secs(15))
-            .expect("server started");
-        Self {
-            coap,
-            stop: Some(stop_tx),
-            thread: Some(thread),
-        }
-    }
-}
-
-impl Drop for TestServer {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
+use coapgate_server::{BackgroundServer, Config};
 
 #[test]
 fn every_request_gets_2_04_and_reaches_the_broker_once() {
@@ -74,13 +21,13 @@ fn every_request_gets_2_04_and_reaches_the_broker_once() {
         device_config(DEVICES).unwrap()
     ))
     .unwrap();
-    let server = TestServer::start(config);
+    let server = BackgroundServer::start(config).unwrap();
     let Some(sub) = coapgate_testkit::MosquittoSub::start(mqtt_port, TEST) else {
         return;
     };
 
     let load = LoadConfig {
-        target: server.coap,
+        target: server.coap_addr(),
         devices: DEVICES,
         requests: REQUESTS,
         concurrency: 2,

@@ -11,7 +11,8 @@
 //! ```
 //!
 //! or bind first to learn the addresses (port 0 picks a free one), then serve:
-//! [`Server::bind`], [`Server::coap_addr`], [`Server::serve`].
+//! [`Server::bind`], [`Server::coap_addr`], [`Server::serve`]; or run it on a
+//! thread of its own from code that is not async: [`BackgroundServer`].
 //!
 //! One task owns the engine. It waits on the UDP socket, the bridge's events
 //! and the engine's next timer; after every event it drains the engine's
@@ -21,6 +22,7 @@
 
 #![forbid(unsafe_code)]
 
+mod background;
 mod config;
 mod driver;
 mod udp;
@@ -37,6 +39,7 @@ use coapgate_topic::TopicTemplates;
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
+pub use background::BackgroundServer;
 pub use config::{
     AdminConfig, CoapConfig, CoapsConfig, Config, DeviceSeed, MqttConfig, PayloadFormat,
     StoreConfig,

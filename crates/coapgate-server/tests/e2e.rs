@@ -11,6 +11,7 @@ use std::net::UdpSocket;
 use std::time::Duration;
 
 use base64::Engine as _;
+use coapgate_server::BackgroundServer;
 use coapgate_testkit::{Message, Mosquitto, MosquittoSub, coap_client};
 use common::*;
 use serde_json::Value;
@@ -21,14 +22,14 @@ const WAIT: Duration = Duration::from_secs(5);
 /// A Mosquitto, a subscriber on it, and coapgate forwarding to it.
 struct Setup {
     sub: MosquittoSub,
-    server: TestServer,
+    server: BackgroundServer,
     _broker: Mosquitto,
 }
 
 fn setup(test: &str) -> Option<Setup> {
     let broker = Mosquitto::start(test)?;
     let sub = MosquittoSub::start(broker.port, test)?;
-    let server = TestServer::start(config(Some(broker.url())));
+    let server = start(config(Some(broker.url())));
     Some(Setup {
         sub,
         server,
@@ -36,8 +37,14 @@ fn setup(test: &str) -> Option<Setup> {
     })
 }
 
-fn post(s: &TestServer, from: &str, path: &str, extra: &[&str], test: &str) -> Option<String> {
-    let url = s.url(path);
+fn post(
+    s: &BackgroundServer,
+    from: &str,
+    path: &str,
+    extra: &[&str],
+    test: &str,
+) -> Option<String> {
+    let url = url(s, path);
     let mut args = vec!["-a", from, "-m", "post"];
     args.extend_from_slice(extra);
     args.push(&url);
@@ -160,7 +167,7 @@ fn every_response_code_from_the_network_side() {
     let Some(s) = setup(test) else { return };
     let srv = &s.server;
     let code = |from: &str, method: &str, path: &str, extra: &[&str]| {
-        let url = srv.url(path);
+        let url = url(srv, path);
         let mut args = vec!["-a", from, "-m", method];
         args.extend_from_slice(extra);
         args.push(&url);
@@ -223,7 +230,7 @@ fn every_response_code_from_the_network_side() {
             "post",
             "-f",
             over.to_str().unwrap(),
-            &srv.url("/data?t=big"),
+            &url(srv, "/data?t=big"),
         ],
         test,
     )
@@ -252,7 +259,7 @@ fn pings_and_malformed_confirmables_get_rst_and_other_junk_nothing() {
     socket
         .set_read_timeout(Some(Duration::from_millis(500)))
         .unwrap();
-    socket.connect(s.server.coap).unwrap();
+    socket.connect(s.server.coap_addr()).unwrap();
     let mut buf = [0u8; 64];
     // Empty CON: a ping.
     socket.send(&[0x40, 0x00, 0x12, 0x34]).unwrap();
@@ -285,7 +292,7 @@ fn a_duplicate_con_from_the_network_gets_the_same_bytes_and_one_publish() {
     socket
         .set_read_timeout(Some(Duration::from_secs(3)))
         .unwrap();
-    socket.connect(s.server.coap).unwrap();
+    socket.connect(s.server.coap_addr()).unwrap();
     // CON POST /data?t=dup, MID 0x0102, token 0xaa, payload "once".
     let request = [
         0x41, 0x02, 0x01, 0x02, 0xaa, 0xb4, b'd', b'a', b't', b'a', 0x45, b't', b'=', b'd', b'u',
@@ -314,7 +321,7 @@ fn the_embedded_broker_works_with_a_real_subscriber() {
     let port = coapgate_testkit::free_tcp_port();
     let mut config = config(None);
     config.mqtt.embedded_bind = ([127, 0, 0, 1], port).into();
-    let server = TestServer::start(config);
+    let server = start(config);
     let Some(sub) = MosquittoSub::start(port, test) else {
         return;
     };
@@ -343,7 +350,7 @@ fn a_broker_outage_gives_5_02_and_every_2_04_is_at_the_broker() {
     };
     let mut config = config(Some(broker.url()));
     config.coap.publish_timeout = Duration::from_secs(3);
-    let server = TestServer::start(config);
+    let server = start(config);
     let send = |n: usize| {
         post(
             &server,
@@ -433,7 +440,7 @@ fn a_slow_broker_gets_an_empty_ack_then_a_separate_response_and_a_silent_one_5_0
     let proxy = coapgate_testkit::DelayProxy::start(broker.port, Duration::from_millis(1500));
     let mut config = config(Some(proxy.url()));
     config.coap.publish_timeout = Duration::from_secs(3);
-    let server = TestServer::start(config);
+    let server = start(config);
 
     // The exchange byte by byte, from a raw socket at the device's address:
     // CON POST /data?t=slow, MID 0x0a0b, token 0x77, payload "late".
@@ -441,7 +448,7 @@ fn a_slow_broker_gets_an_empty_ack_then_a_separate_response_and_a_silent_one_5_0
     socket
         .set_read_timeout(Some(Duration::from_secs(3)))
         .unwrap();
-    socket.connect(server.coap).unwrap();
+    socket.connect(server.coap_addr()).unwrap();
     let request = [
         0x41, 0x02, 0x0a, 0x0b, 0x77, 0xb4, b'd', b'a', b't', b'a', 0x46, b't', b'=', b's', b'l',
         b'o', b'w', 0xff, b'l', b'a', b't', b'e',
@@ -475,7 +482,7 @@ fn a_slow_broker_gets_an_empty_ack_then_a_separate_response_and_a_silent_one_5_0
     socket.send(&[0x60, 0x00, buf[2], buf[3]]).unwrap();
     assert_eq!(sub.wait_for_count(1, WAIT).len(), 1);
 
-    let url = server.url("/data?t=slow");
+    let url = url(&server, "/data?t=slow");
     // Now the broker's answers take longer than the 3 s deadline: 5.04, also
     // as a separate response.
     proxy.set_delay(Duration::from_secs(6));

@@ -454,6 +454,32 @@ impl Drop for DelayProxy {
     }
 }
 
+/// Every file of the committed fuzz corpus `fuzz/corpus/<target>/`, as
+/// (file name, bytes), for replaying a fuzz target's body under `cargo
+/// test`. Panics when the directory is missing or empty: a replay test that
+/// replays nothing must fail.
+pub fn fuzz_corpus(target: &str) -> Vec<(String, Vec<u8>)> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../fuzz/corpus")
+        .join(target);
+    let entries =
+        std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("corpus {} missing: {e}", dir.display()));
+    let mut files: Vec<(String, Vec<u8>)> = entries
+        .map(|entry| {
+            let path = entry.unwrap().path();
+            let data = std::fs::read(&path)
+                .unwrap_or_else(|e| panic!("{} unreadable: {e}", path.display()));
+            (
+                path.file_name().unwrap().to_string_lossy().into_owned(),
+                data,
+            )
+        })
+        .collect();
+    assert!(!files.is_empty(), "corpus {} is empty", dir.display());
+    files.sort();
+    files
+}
+
 /// What a `coap-client` run got.
 #[derive(Debug, Clone)]
 pub struct CoapReply {

@@ -1,0 +1,133 @@
+//! The whole server on a thread of its own, for programs that are not async
+//! and for tests.
+
+use std::net::SocketAddr;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use coapgate_store::Store;
+use tokio::sync::oneshot;
+
+use crate::{Config, Server, ServerError};
+
+/// How long [`BackgroundServer::start`] waits for the server to bind.
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A server running on its own thread with its own tokio runtime (two
+/// worker threads). Stopped gracefully by [`stop`](Self::stop) or on drop.
+///
+/// ```no_run
+/// let config = coapgate_server::Config::from_toml("[coap]\nbind = \"127.0.0.1:0\"")?;
+/// let server = coapgate_server::BackgroundServer::start(config)?;
+/// println!("CoAP on {}", server.coap_addr());
+/// server.stop()?;
+/// # Ok::<(), coapgate_server::ServerError>(())
+/// ```
+pub struct BackgroundServer {
+    coap_addr: SocketAddr,
+    mqtt_addr: SocketAddr,
+    store: Store,
+    stop: Option<oneshot::Sender<()>>,
+    thread: Option<JoinHandle<Result<(), ServerError>>>,
+}
+
+impl BackgroundServer {
+    /// Starts the server and returns once it is bound ([`Server::bind`]),
+    /// or with the error that kept it from binding.
+    pub fn start(config: Config) -> Result<Self, ServerError> {
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("coapgate".into())
+            .spawn(move || {
+                let runtime = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .thread_name("coapgate-worker")
+                    .enable_all()
+                    .build()
+                    .map_err(|source| ServerError::Io {
+                        what: "start the tokio runtime".into(),
+                        source,
+                    })?;
+                runtime.block_on(async move {
+                    let server = match Server::bind(config).await {
+                        Ok(server) => server,
+                        Err(error) => {
+                            let message = error.to_string();
+                            let _ = ready_tx.send(Err(error));
+                            return Err(ServerError::Config(format!("did not start: {message}")));
+                        }
+                    };
+                    let bound = (
+                        server.coap_addr(),
+                        server.mqtt_addr(),
+                        server.store().clone(),
+                    );
+                    let _ = ready_tx.send(Ok(bound));
+                    server
+                        .serve(async {
+                            let _ = stop_rx.await;
+                        })
+                        .await
+                })
+            })
+            .map_err(|source| ServerError::Io {
+                what: "spawn the server thread".into(),
+                source,
+            })?;
+        let (coap_addr, mqtt_addr, store) = match ready_rx.recv_timeout(START_TIMEOUT) {
+            Ok(bound) => bound?,
+            Err(_) => {
+                return Err(ServerError::Config(
+                    "the server thread ended or hung before binding".into(),
+                ));
+            }
+        };
+        Ok(Self {
+            coap_addr,
+            mqtt_addr,
+            store,
+            stop: Some(stop_tx),
+            thread: Some(thread),
+        })
+    }
+
+    /// The bound CoAP address.
+    pub fn coap_addr(&self) -> SocketAddr {
+        self.coap_addr
+    }
+
+    /// The broker the bridge talks to.
+    pub fn mqtt_addr(&self) -> SocketAddr {
+        self.mqtt_addr
+    }
+
+    /// The device store the server reads.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Shuts down gracefully (see [`Server::serve`]) and waits for the thread.
+    pub fn stop(mut self) -> Result<(), ServerError> {
+        self.shutdown()
+    }
+
+    fn shutdown(&mut self) -> Result<(), ServerError> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        match self.thread.take().map(JoinHandle::join) {
+            Some(Ok(result)) => result,
+            Some(Err(_)) => Err(ServerError::Config("the server thread panicked".into())),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for BackgroundServer {
+    fn drop(&mut self) {
+        if let Err(error) = self.shutdown() {
+            tracing::warn!(%error, "background server stopped with an error");
+        }
+    }
+}
