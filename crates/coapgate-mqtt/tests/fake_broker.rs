@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use coapgate_mqtt::{Bridge, BridgeConfig, BridgeEvent, MqttError, Outgoing, Qos};
-use common::collect_events;
 use common::wire::{accept_mqtt, ack, parse_publish, read_packet};
+use common::{collect_events, wait_connected};
 
 fn listener() -> (TcpListener, u16) {
     let l = TcpListener::bind("127.0.0.1:0").expect("bind");
@@ -38,17 +38,6 @@ fn msg(id: u64, deadline: Instant) -> Outgoing {
         payload: Bytes::from(format!("payload-{id}")),
         deadline,
     }
-}
-
-async fn wait_connected(rx: &mut tokio::sync::mpsc::Receiver<BridgeEvent>) {
-    let evs = collect_events(rx, Duration::from_secs(10), |e| {
-        e.contains(&BridgeEvent::Connected)
-    })
-    .await;
-    assert!(
-        evs.contains(&BridgeEvent::Connected),
-        "not connected: {evs:?}"
-    );
 }
 
 /// Accepts one connection, answers CONNACK, then never answers anything;

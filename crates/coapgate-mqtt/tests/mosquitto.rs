@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use coapgate_mqtt::{Bridge, BridgeConfig, BridgeEvent, MqttError, Outgoing, Qos};
 use coapgate_testkit::Mosquitto;
-use common::{Subscriber, collect_events};
+use common::{Subscriber, collect_events, wait_connected};
 
 fn config(port: u16, name: &str) -> BridgeConfig {
     BridgeConfig {
@@ -27,17 +27,6 @@ fn message(id: u64, deadline: Instant) -> Outgoing {
         payload: Bytes::from(format!("{{\"n\":{id}}}")),
         deadline,
     }
-}
-
-async fn wait_connected(rx: &mut tokio::sync::mpsc::Receiver<BridgeEvent>) {
-    let evs = collect_events(rx, Duration::from_secs(10), |e| {
-        e.contains(&BridgeEvent::Connected)
-    })
-    .await;
-    assert!(
-        evs.contains(&BridgeEvent::Connected),
-        "not connected: {evs:?}"
-    );
 }
 
 fn delivered_ids(events: &[BridgeEvent]) -> Vec<u64> {

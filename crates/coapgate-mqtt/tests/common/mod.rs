@@ -188,3 +188,15 @@ pub async fn collect_events<E: Clone>(
     }
     got
 }
+
+/// Waits (at most 10 s) for the bridge's `Connected` event.
+pub async fn wait_connected(rx: &mut tokio::sync::mpsc::Receiver<coapgate_mqtt::BridgeEvent>) {
+    let events = collect_events(rx, Duration::from_secs(10), |e| {
+        e.contains(&coapgate_mqtt::BridgeEvent::Connected)
+    })
+    .await;
+    assert!(
+        events.contains(&coapgate_mqtt::BridgeEvent::Connected),
+        "not connected: {events:?}"
+    );
+}
