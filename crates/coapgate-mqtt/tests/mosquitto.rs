@@ -112,12 +112,16 @@ async fn broker_restart_loses_nothing_and_confirms_nothing_falsely() {
     const N: u64 = 300;
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut payloads = HashMap::new();
+    // Freeze the broker so the publishes are surely in flight (sent, not
+    // acknowledged) when it stops; a fast broker would otherwise confirm
+    // them all first.
+    mosq.pause();
     for id in 0..N {
         let m = message(id, deadline);
         payloads.insert(id, m.payload.clone());
         handle.publish(m).expect("publish");
     }
-    // Kill the broker while most of them are still in flight.
+    tokio::time::sleep(Duration::from_millis(100)).await;
     mosq.stop();
     let mut events = collect_events(&mut rx, Duration::from_secs(10), |e| {
         e.iter()
@@ -137,10 +141,15 @@ async fn broker_restart_loses_nothing_and_confirms_nothing_falsely() {
         Err(MqttError::NotConnected)
     ));
     assert!(handle.outbox_depth() as u64 + before_restart as u64 == N);
+    assert!(
+        before_restart < N as usize,
+        "some publishes were in flight when the broker stopped"
+    );
 
     mosq.restart();
     let more = collect_events(&mut rx, Duration::from_secs(30), |e| {
-        delivered_ids(e).len() + expired_ids(e).len() + before_restart == N as usize
+        e.contains(&BridgeEvent::Connected)
+            && delivered_ids(e).len() + expired_ids(e).len() + before_restart == N as usize
     })
     .await;
     assert!(

@@ -203,9 +203,10 @@ impl Mosquitto {
         let Some(mut child) = self.child.take() else {
             return;
         };
-        let _ = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status();
+        let pid = child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        // A paused broker handles the SIGTERM once it runs again.
+        let _ = Command::new("kill").args(["-CONT", &pid]).status();
         let start = Instant::now();
         while start.elapsed() < Duration::from_secs(5) {
             if let Ok(Some(_)) = child.try_wait() {
@@ -215,6 +216,25 @@ impl Mosquitto {
         }
         let _ = child.kill();
         let _ = child.wait();
+    }
+
+    /// Freezes the broker (SIGSTOP): connections stay open, nothing is read
+    /// or acknowledged until [`stop`](Self::stop) or [`resume`](Self::resume).
+    pub fn pause(&self) {
+        if let Some(child) = &self.child {
+            let _ = Command::new("kill")
+                .args(["-STOP", &child.id().to_string()])
+                .status();
+        }
+    }
+
+    /// Lets a paused broker run again (SIGCONT).
+    pub fn resume(&self) {
+        if let Some(child) = &self.child {
+            let _ = Command::new("kill")
+                .args(["-CONT", &child.id().to_string()])
+                .status();
+        }
     }
 
     /// Starts it again on the same port (stopping it gracefully first if it
