@@ -62,6 +62,15 @@ pub enum StoreError {
         /// The device that holds the address.
         iccid: Iccid,
     },
+    /// The device does not exist (a PSK can only be set for a known device).
+    #[error("no device {iccid}")]
+    UnknownDevice {
+        /// The ICCID asked for.
+        iccid: Iccid,
+    },
+    /// An operator PSK is not acceptable (the text never holds the PSK).
+    #[error("invalid PSK: {0}")]
+    InvalidPsk(#[from] coapgate_bootstrap::BootstrapError),
     /// A page number of 0 or a page size of 0 was asked for; pages are
     /// 1-based and hold at least one device.
     #[error("page {page} of size {page_size}: pages start at 1 and hold at least one device")]

@@ -1,4 +1,5 @@
-//! The coapgate device registry: SQLite by default, in memory for tests.
+//! The coapgate device registry and PSK records: SQLite by default, in
+//! memory for tests.
 //!
 //! The endpoint identifies a device by the source IP of its SIM on every
 //! datagram (SPEC.md §2.1 step 3), so that lookup never touches the database:
@@ -24,6 +25,11 @@
 //! assert_eq!(found.iccid.as_str(), "8988280666000000000");
 //! # Ok(()) }
 //! ```
+//!
+//! PSK records (SPEC §2.4) live in the same database. [`Store`] implements
+//! [`coapgate_bootstrap::PskStore`] (one atomic read-decide-write per
+//! `/bootstrap` call), and [`Store::psk_keys`] hands out [`PskKeys`], the
+//! in-memory DTLS keys by identity that a handshake reads.
 //!
 //! # Backends and URLs
 //!
@@ -71,6 +77,7 @@
 #![forbid(unsafe_code)]
 
 mod error;
+mod psk;
 mod schema;
 mod url;
 mod view;
@@ -85,6 +92,7 @@ use coapgate_model::{Device, Iccid};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, TransactionBehavior, params};
 
 pub use error::{BoxError, StoreError};
+pub use psk::PskKeys;
 pub use schema::SCHEMA_VERSION;
 pub use view::{DeviceView, canonical_ip};
 
@@ -113,6 +121,7 @@ pub fn open(url: &str) -> Result<Store, StoreError> {
         .context("enable foreign keys")?;
     let found = schema::migrate(&mut conn)?;
     let devices = all_devices(&conn)?;
+    let psk_keys = PskKeys::load(&conn)?;
     let view = DeviceView::default();
     let count = devices.len();
     view.load(devices);
@@ -131,6 +140,7 @@ pub fn open(url: &str) -> Result<Store, StoreError> {
         inner: Arc::new(Inner {
             conn: Mutex::new(conn),
             view,
+            psk_keys,
             described,
         }),
     })
@@ -180,6 +190,7 @@ pub struct Store {
 struct Inner {
     conn: Mutex<Connection>,
     view: DeviceView,
+    psk_keys: PskKeys,
     described: String,
 }
 
@@ -276,7 +287,9 @@ impl Store {
             .context("remove a device")?
             > 0;
         if removed {
+            // The PSK row went with it (ON DELETE CASCADE).
             self.inner.view.remove(iccid);
+            self.inner.psk_keys.remove(iccid);
             tracing::debug!(%iccid, "device removed");
         }
         Ok(removed)

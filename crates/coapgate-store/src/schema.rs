@@ -13,7 +13,10 @@ use crate::StoreError;
 use crate::error::Context;
 
 /// The migrations, in order; index 0 is version 1.
-const MIGRATIONS: &[&str] = &[include_str!("../migrations/0001_devices.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../migrations/0001_devices.sql"),
+    include_str!("../migrations/0002_psks.sql"),
+];
 
 /// The schema version this build creates and understands.
 pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
