@@ -1,5 +1,6 @@
 use std::time::Duration;
 
+use coapgate_bootstrap::Policy;
 use coapgate_exchange::{DedupLimits, TransmissionParams};
 use coapgate_topic::TopicTemplates;
 
@@ -34,6 +35,8 @@ pub struct EndpointConfig {
     pub topics: TopicTemplates,
     /// The MQTT payload format.
     pub payload_format: PayloadFormat,
+    /// `/bootstrap`: the regeneration rule and the URL handed out.
+    pub bootstrap: BootstrapConfig,
     /// Seed for message IDs, retransmission jitter and envelope IDs; the
     /// driver passes fresh randomness, tests a constant.
     pub seed: u64,
@@ -50,7 +53,26 @@ impl Default for EndpointConfig {
             max_pending: 4096,
             topics: TopicTemplates::default(),
             payload_format: PayloadFormat::Envelope,
+            bootstrap: BootstrapConfig::default(),
             seed: 0,
+        }
+    }
+}
+
+/// What `/bootstrap` hands out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BootstrapConfig {
+    /// When a generated PSK is replaced (5 minutes after the previous call).
+    pub policy: Policy,
+    /// The `coapsEndpointUrl` of the answer.
+    pub coaps_url: String,
+}
+
+impl Default for BootstrapConfig {
+    fn default() -> Self {
+        Self {
+            policy: Policy::default(),
+            coaps_url: "coaps://localhost:5684".to_owned(),
         }
     }
 }

@@ -1,35 +1,40 @@
+//! The engine: state, the event handlers, the request pipeline. Each
+//! resource's work lives in a submodule.
+
+mod bootstrap;
+mod telemetry;
+
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime};
 
-use coapgate_codec::{
-    self as codec, CoapOption, MessageClass, MessageType, Packet, RequestType, ResponseType,
-};
-use coapgate_envelope::{Body, DeviceRef, Meta};
+use coapgate_bootstrap::{OsPskGenerator, PskGenerator, PskStore};
+use coapgate_codec::{self as codec, MessageClass, MessageType, Packet, RequestType, ResponseType};
 use coapgate_exchange::{
     DedupCache, Lookup, MessageIds, MessageKind, Retransmissions, RetransmitEvent, Ticket,
 };
 use coapgate_model::{Device, DeviceDirectory, Iccid};
-use coapgate_topic::Topic;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
+use crate::response::{Response, code_label, has_89_before_payload};
 use crate::stats::{EndpointStats, RequestKey};
-use crate::{
-    EndpointConfig, Link, PayloadFormat, Publish, PublishId, PublishResult, SessionId, Transmit,
-};
+use crate::{EndpointConfig, Link, Publish, PublishId, PublishResult, SessionId, Transmit};
 
-use codec::option_number::{LOCATION_QUERY, PROXY_SCHEME, PROXY_URI, URI_QUERY};
+use codec::option_number::{PROXY_SCHEME, PROXY_URI};
 
-/// Max-Age (seconds) on a 5.03 when too many publishes are pending.
-const OVERLOAD_MAX_AGE: u8 = 5;
+/// How many message IDs a NON response with a payload may try to keep the
+/// text `89` out of its header (see [`has_89_before_payload`]).
+const MESSAGE_ID_TRIES: usize = 64;
 
 /// The resources a path can name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Resource {
     /// `/` and `/data`.
     Telemetry,
+    /// `/bootstrap`.
+    Bootstrap,
     /// Anything else.
     Unknown,
 }
@@ -38,6 +43,7 @@ impl Resource {
     fn from_path(segments: &[&[u8]]) -> Self {
         match segments {
             [] | [b"data"] => Resource::Telemetry,
+            [b"bootstrap"] => Resource::Bootstrap,
             _ => Resource::Unknown,
         }
     }
@@ -45,6 +51,7 @@ impl Resource {
     fn label(self) -> &'static str {
         match self {
             Resource::Telemetry => "telemetry",
+            Resource::Bootstrap => "bootstrap",
             Resource::Unknown => "unknown",
         }
     }
@@ -52,15 +59,15 @@ impl Resource {
 
 /// What the pipeline decided for a request.
 enum Outcome {
-    /// Answer now with this code (and these extra options).
-    Respond(ResponseType, Vec<(CoapOption, Vec<u8>)>),
+    /// Answer now.
+    Respond(Response),
     /// A publish is out; answer when the broker has spoken.
     Pending,
 }
 
 impl Outcome {
     fn code(code: ResponseType) -> Self {
-        Outcome::Respond(code, Vec::new())
+        Outcome::Respond(Response::new(code))
     }
 }
 
@@ -94,6 +101,8 @@ struct Pending {
 pub struct Endpoint {
     config: EndpointConfig,
     devices: Arc<dyn DeviceDirectory>,
+    psks: Option<Arc<dyn PskStore>>,
+    psk_generator: Box<dyn PskGenerator>,
     sessions: HashMap<SessionId, Iccid>,
     broker_connected: bool,
     dedup: DedupCache<Link>,
@@ -115,7 +124,8 @@ pub struct Endpoint {
 impl Endpoint {
     /// A new engine reading devices from `devices`. The broker is taken as
     /// down until [`handle_broker_state`](Self::handle_broker_state) says
-    /// otherwise.
+    /// otherwise. Without [`with_psk_store`](Self::with_psk_store),
+    /// `/bootstrap` answers 4.04.
     pub fn new(config: EndpointConfig, devices: Arc<dyn DeviceDirectory>) -> Self {
         let mut rng = SmallRng::seed_from_u64(config.seed);
         let params = config.transmission;
@@ -129,6 +139,8 @@ impl Endpoint {
             message_ids: MessageIds::new(rng.random()),
             rng,
             devices,
+            psks: None,
+            psk_generator: Box::new(OsPskGenerator),
             sessions: HashMap::new(),
             broker_connected: false,
             next_publish: 0,
@@ -140,6 +152,19 @@ impl Endpoint {
             stats: EndpointStats::default(),
             config,
         }
+    }
+
+    /// Serves `/bootstrap` from this PSK store.
+    pub fn with_psk_store(mut self, psks: Arc<dyn PskStore>) -> Self {
+        self.psks = Some(psks);
+        self
+    }
+
+    /// Generates PSKs with this generator instead of the OS's cryptographic
+    /// RNG (for tests that need known PSKs).
+    pub fn with_psk_generator(mut self, generator: Box<dyn PskGenerator>) -> Self {
+        self.psk_generator = generator;
+        self
     }
 
     /// The configuration in force.
@@ -171,8 +196,8 @@ impl Endpoint {
         self.sessions.remove(&session);
     }
 
-    /// A datagram arrived. `wall` is the receive time as published
-    /// (`received` in the envelope).
+    /// A datagram arrived. `wall` is the receive time: `received` in the
+    /// envelope, and the clock of the `/bootstrap` regeneration rule.
     pub fn handle_datagram(&mut self, now: Instant, wall: SystemTime, from: Link, data: &[u8]) {
         let packet = match codec::decode(data) {
             Ok(packet) => packet,
@@ -244,7 +269,7 @@ impl Endpoint {
             packet,
         };
         match self.process(&request) {
-            Outcome::Respond(code, options) => self.respond_now(&request, code, options),
+            Outcome::Respond(response) => self.respond_now(&request, response),
             Outcome::Pending => {}
         }
     }
@@ -268,12 +293,23 @@ impl Endpoint {
         {
             return Outcome::code(ResponseType::ProxyingNotSupported);
         }
+        let dtls = matches!(request.from, Link::Dtls { .. });
         match (request.resource, packet.header.code) {
             (Resource::Unknown, _) => Outcome::code(ResponseType::NotFound),
             (Resource::Telemetry, MessageClass::Request(RequestType::Post)) => {
                 self.telemetry(request, &device)
             }
-            (Resource::Telemetry, _) => Outcome::code(ResponseType::MethodNotAllowed),
+            // A PSK is handed out over plain CoAP only: over DTLS the device
+            // already has one (docs/decisions.md).
+            (Resource::Bootstrap, MessageClass::Request(RequestType::Get)) if dtls => {
+                Outcome::code(ResponseType::Forbidden)
+            }
+            (Resource::Bootstrap, MessageClass::Request(RequestType::Get)) => {
+                self.bootstrap(request, &device)
+            }
+            (Resource::Telemetry | Resource::Bootstrap, _) => {
+                Outcome::code(ResponseType::MethodNotAllowed)
+            }
         }
     }
 
@@ -289,119 +325,25 @@ impl Endpoint {
         }
     }
 
-    /// Steps 6 and 7 for `POST /` and `POST /data`.
-    fn telemetry(&mut self, request: &Request<'_>, device: &Device) -> Outcome {
-        let packet = request.packet;
-        let topic = match coapgate_topic::extract(
-            codec::option_values(packet, URI_QUERY),
-            codec::option_values(packet, LOCATION_QUERY),
-        ) {
-            Ok(topic) => topic,
-            Err(error) => {
-                tracing::debug!(peer = %request.from.addr(), %error, "bad topic");
-                return Outcome::code(ResponseType::BadRequest);
-            }
-        };
-        if packet.payload.len() > self.config.max_payload {
-            let size1 = (self.config.max_payload as u32).to_be_bytes();
-            let size1 = size1[size1.iter().take_while(|&&b| b == 0).count()..].to_vec();
-            return Outcome::Respond(
-                ResponseType::RequestEntityTooLarge,
-                vec![(CoapOption::Size1, size1)],
-            );
-        }
-        if !self.broker_connected {
-            return Outcome::code(ResponseType::BadGateway);
-        }
-        if self.pending.len() >= self.config.max_pending {
-            return Outcome::Respond(
-                ResponseType::ServiceUnavailable,
-                vec![(CoapOption::MaxAge, vec![OVERLOAD_MAX_AGE])],
-            );
-        }
-        self.publish(request, device, topic.as_ref());
-        Outcome::Pending
-    }
-
-    fn publish(&mut self, request: &Request<'_>, device: &Device, topic: Option<&Topic>) {
-        let packet = request.packet;
-        let id = self.next_publish;
-        self.next_publish += 1;
-        let payload = match self.config.payload_format {
-            PayloadFormat::Raw => packet.payload.clone(),
-            PayloadFormat::Envelope => {
-                let message_id = uuid::Builder::from_random_bytes(self.rng.random()).into_uuid();
-                let mut id_text = uuid::Uuid::encode_buffer();
-                let meta = Meta {
-                    id: message_id.hyphenated().encode_lower(&mut id_text),
-                    received_ms: request
-                        .wall
-                        .duration_since(UNIX_EPOCH)
-                        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
-                    device: DeviceRef {
-                        iccid: device.iccid.as_str(),
-                        ip: request.from.addr().ip().to_canonical(),
-                        imsi: device.imsi.as_ref().map(|i| i.as_str()),
-                    },
-                };
-                coapgate_envelope::telemetry(
-                    &meta,
-                    topic.map(Topic::as_str),
-                    Body::Binary(&packet.payload),
-                )
-            }
-        };
-        let deadline = request.now + self.config.publish_timeout;
-        self.publishes.push_back(Publish {
-            id,
-            topic: self.config.topics.render(
-                device.iccid.as_str(),
-                device.imsi.as_ref().map(|i| i.as_str()),
-                topic,
-            ),
-            payload,
-            deadline,
-        });
-        self.pending.insert(
-            id,
-            Pending {
-                link: request.from,
-                message_id: packet.header.message_id,
-                ticket: request.ticket,
-                token: packet.get_token().to_vec(),
-                kind: request.kind,
-                resource: request.resource,
-                acknowledged: false,
-            },
-        );
-        if request.kind == MessageKind::Confirmable {
-            self.piggyback_timers
-                .push_back((request.now + self.config.piggyback_window, id));
-        }
-        self.deadline_timers.push_back((deadline, id));
-    }
-
     /// The broker's verdict on a publish. Unknown or already answered IDs
     /// (a confirmation after the deadline) are ignored.
     pub fn handle_publish_result(&mut self, now: Instant, id: PublishId, result: PublishResult) {
         let Some(pending) = self.pending.remove(&id) else {
             return;
         };
-        let code = match result {
+        let response = Response::new(match result {
             PublishResult::Confirmed => ResponseType::Changed,
             PublishResult::Unavailable => ResponseType::BadGateway,
             PublishResult::TimedOut => ResponseType::GatewayTimeout,
-        };
-        self.count(pending.resource, code);
+        });
+        self.count(pending.resource, response.code);
         let separate = pending.kind == MessageKind::NonConfirmable || pending.acknowledged;
         if !separate {
             // Piggybacked on the ACK; duplicates get the same bytes.
-            let Some(bytes) = self.encode_response(
+            let Some(bytes) = response.encode(
                 MessageType::Acknowledgement,
                 pending.message_id,
                 &pending.token,
-                code,
-                Vec::new(),
             ) else {
                 return;
             };
@@ -416,9 +358,7 @@ impl Endpoint {
             MessageKind::NonConfirmable => MessageType::NonConfirmable,
         };
         let message_id = self.message_ids.next_id();
-        let Some(bytes) =
-            self.encode_response(message_type, message_id, &pending.token, code, Vec::new())
-        else {
+        let Some(bytes) = response.encode(message_type, message_id, &pending.token) else {
             return;
         };
         if message_type == MessageType::Confirmable {
@@ -491,58 +431,42 @@ impl Endpoint {
         self.publishes.pop_front()
     }
 
-    fn respond_now(
-        &mut self,
-        request: &Request<'_>,
-        code: ResponseType,
-        options: Vec<(CoapOption, Vec<u8>)>,
-    ) {
-        self.count(request.resource, code);
+    /// Answers at once: piggybacked on the ACK of a CON (recorded for
+    /// duplicates), or as a NON with a message ID of ours.
+    fn respond_now(&mut self, request: &Request<'_>, response: Response) {
+        self.count(request.resource, response.code);
         let request_id = request.packet.header.message_id;
-        let (message_type, message_id) = match request.kind {
-            MessageKind::Confirmable => (MessageType::Acknowledgement, request_id),
-            MessageKind::NonConfirmable => {
-                (MessageType::NonConfirmable, self.message_ids.next_id())
-            }
-        };
         let token = request.packet.get_token();
-        let Some(bytes) = self.encode_response(message_type, message_id, token, code, options)
-        else {
-            return;
-        };
-        if request.kind == MessageKind::Confirmable {
-            self.dedup
-                .respond(&request.from, request_id, request.ticket, &bytes);
-        }
-        self.send(request.from, bytes);
-    }
-
-    fn encode_response(
-        &self,
-        message_type: MessageType,
-        message_id: u16,
-        token: &[u8],
-        code: ResponseType,
-        options: Vec<(CoapOption, Vec<u8>)>,
-    ) -> Option<Vec<u8>> {
-        let mut packet = Packet::new();
-        packet.header.set_type(message_type);
-        packet.header.message_id = message_id;
-        packet.header.code = MessageClass::Response(code);
-        for (option, value) in options {
-            packet.add_option(option, value);
-        }
-        // The token came from a decoded request, so it is at most 8 bytes.
-        if codec::set_token(&mut packet, token).is_err() {
-            return None;
-        }
-        match codec::encode(&packet) {
-            Ok(bytes) => Some(bytes),
-            Err(error) => {
-                tracing::error!(%error, "could not encode a response");
-                None
+        let bytes = match request.kind {
+            MessageKind::Confirmable => {
+                let Some(bytes) = response.encode(MessageType::Acknowledgement, request_id, token)
+                else {
+                    return;
+                };
+                self.dedup
+                    .respond(&request.from, request_id, request.ticket, &bytes);
+                bytes
             }
-        }
+            MessageKind::NonConfirmable => {
+                let mut candidate = None;
+                for _ in 0..MESSAGE_ID_TRIES {
+                    let message_id = self.message_ids.next_id();
+                    let Some(bytes) =
+                        response.encode(MessageType::NonConfirmable, message_id, token)
+                    else {
+                        return;
+                    };
+                    let clean = !has_89_before_payload(&bytes, response.payload.len());
+                    candidate = Some(bytes);
+                    if clean || response.payload.is_empty() {
+                        break;
+                    }
+                }
+                let Some(bytes) = candidate else { return };
+                bytes
+            }
+        };
+        self.send(request.from, bytes);
     }
 
     fn count(&mut self, resource: Resource, code: ResponseType) {
@@ -555,39 +479,5 @@ impl Endpoint {
 
     fn send(&mut self, to: Link, payload: Vec<u8>) {
         self.transmits.push_back(Transmit { to, payload });
-    }
-}
-
-/// A response code as `c.dd` text, for metrics.
-fn code_label(code: ResponseType) -> &'static str {
-    match code {
-        ResponseType::Created => "2.01",
-        ResponseType::Deleted => "2.02",
-        ResponseType::Valid => "2.03",
-        ResponseType::Changed => "2.04",
-        ResponseType::Content => "2.05",
-        ResponseType::Continue => "2.31",
-        ResponseType::BadRequest => "4.00",
-        ResponseType::Unauthorized => "4.01",
-        ResponseType::BadOption => "4.02",
-        ResponseType::Forbidden => "4.03",
-        ResponseType::NotFound => "4.04",
-        ResponseType::MethodNotAllowed => "4.05",
-        ResponseType::NotAcceptable => "4.06",
-        ResponseType::RequestEntityIncomplete => "4.08",
-        ResponseType::Conflict => "4.09",
-        ResponseType::PreconditionFailed => "4.12",
-        ResponseType::RequestEntityTooLarge => "4.13",
-        ResponseType::UnsupportedContentFormat => "4.15",
-        ResponseType::UnprocessableEntity => "4.22",
-        ResponseType::TooManyRequests => "4.29",
-        ResponseType::InternalServerError => "5.00",
-        ResponseType::NotImplemented => "5.01",
-        ResponseType::BadGateway => "5.02",
-        ResponseType::ServiceUnavailable => "5.03",
-        ResponseType::GatewayTimeout => "5.04",
-        ResponseType::ProxyingNotSupported => "5.05",
-        ResponseType::HopLimitReached => "5.08",
-        ResponseType::UnKnown => "unknown",
     }
 }

@@ -63,10 +63,11 @@
 mod config;
 mod engine;
 pub mod fuzzing;
+mod response;
 mod stats;
 mod types;
 
-pub use config::{EndpointConfig, PayloadFormat};
+pub use config::{BootstrapConfig, EndpointConfig, PayloadFormat};
 pub use engine::Endpoint;
 pub use stats::{EndpointStats, RequestKey};
 pub use types::{Link, Publish, PublishId, PublishResult, SessionId, Transmit};

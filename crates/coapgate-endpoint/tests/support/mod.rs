@@ -8,11 +8,12 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
+use coapgate_bootstrap::{BootstrapError, Psk, PskGenerator, PskRecord, PskStore};
 use coapgate_endpoint::codec::{
     self, CoapOption, MessageClass, MessageType, Packet, RequestType, ResponseType,
 };
 use coapgate_endpoint::{Endpoint, EndpointConfig, Link, Publish, PublishResult, Transmit};
-use coapgate_model::{Device, DeviceDirectory, DeviceStatus};
+use coapgate_model::{Device, DeviceDirectory, DeviceStatus, Iccid};
 
 pub const ICCID: &str = "8988280666000000000";
 pub const IMSI: &str = "901405100000000";
@@ -40,10 +41,51 @@ impl DeviceDirectory for Devices {
     }
 }
 
+/// PSK records in memory; `fail` makes every update fail like a broken
+/// database.
+#[derive(Default, Clone)]
+pub struct Psks {
+    pub records: Arc<RwLock<HashMap<Iccid, PskRecord>>>,
+    pub fail: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl PskStore for Psks {
+    fn update_psk(
+        &self,
+        iccid: &Iccid,
+        update: &mut dyn FnMut(Option<&PskRecord>) -> PskRecord,
+    ) -> Result<PskRecord, BootstrapError> {
+        if self.fail.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(BootstrapError::Store("disk full".into()));
+        }
+        let mut records = self.records.write().unwrap();
+        let next = update(records.get(iccid));
+        records.insert(iccid.clone(), next.clone());
+        Ok(next)
+    }
+}
+
+/// Generates `PSK0000000000001`, `PSK0000000000002`, …
+pub struct CountingPsks(pub u32);
+
+impl PskGenerator for CountingPsks {
+    fn generate(&mut self) -> Psk {
+        self.0 += 1;
+        PskRecord::restore(
+            &format!("PSK{:013}", self.0),
+            coapgate_bootstrap::PskOrigin::Generated,
+            None,
+        )
+        .unwrap()
+        .psk
+    }
+}
+
 /// The engine with a fake clock; every output is collected.
 pub struct World {
     pub endpoint: Endpoint,
     pub devices: Devices,
+    pub psks: Psks,
     pub start: Instant,
     pub now: Instant,
     pub wall: SystemTime,
@@ -69,12 +111,16 @@ impl World {
     pub fn with_config(config: EndpointConfig) -> Self {
         let devices = Devices::default();
         devices.add(ICCID, "127.0.0.2", DeviceStatus::Active);
-        let mut endpoint = Endpoint::new(config, Arc::new(devices.clone()));
+        let psks = Psks::default();
+        let mut endpoint = Endpoint::new(config, Arc::new(devices.clone()))
+            .with_psk_store(Arc::new(psks.clone()))
+            .with_psk_generator(Box::new(CountingPsks(0)));
         endpoint.handle_broker_state(true);
         let start = Instant::now();
         Self {
             endpoint,
             devices,
+            psks,
             start,
             now: start,
             wall: SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_000_123),
