@@ -32,7 +32,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use coapgate_endpoint::{Endpoint, EndpointConfig};
+use coapgate_bootstrap::Policy;
+use coapgate_endpoint::{BootstrapConfig, Endpoint, EndpointConfig};
 use coapgate_mqtt::{Bridge, BridgeConfig, BridgeEvent, BridgeHandle, EmbeddedBroker, Qos};
 use coapgate_store::Store;
 use coapgate_topic::TopicTemplates;
@@ -91,6 +92,9 @@ impl Server {
         let store = coapgate_store::open(&config.store.url)?;
         for seed in &config.devices {
             store.put_device(seed.clone().into())?;
+            if let Some(record) = seed.psk_record()? {
+                store.set_psk(&seed.iccid, &record)?;
+            }
         }
         if !config.devices.is_empty() {
             tracing::info!(
@@ -203,9 +207,16 @@ impl Server {
                 PayloadFormat::Envelope => coapgate_endpoint::PayloadFormat::Envelope,
                 PayloadFormat::Raw => coapgate_endpoint::PayloadFormat::Raw,
             },
+            bootstrap: BootstrapConfig {
+                policy: Policy {
+                    regenerate_after: self.config.coaps.regenerate_psk_after,
+                },
+                coaps_url: self.config.coaps.public_url.clone(),
+            },
             seed: rand::random(),
         };
-        let mut endpoint = Endpoint::new(engine_config, Arc::new(self.store.directory()));
+        let mut endpoint = Endpoint::new(engine_config, Arc::new(self.store.directory()))
+            .with_psk_store(Arc::new(self.store.clone()));
         endpoint.handle_broker_state(self.bridge.is_connected());
         let driver = driver::Driver {
             endpoint,
