@@ -1,0 +1,81 @@
+//! The only FFI in this crate: OpenSSL's DTLS retransmission timer and the
+//! payload size that fits the MTU, none of which the `openssl` crate wraps.
+//!
+//! - `DTLSv1_get_timeout` is the macro `SSL_ctrl(ssl, DTLS_CTRL_GET_TIMEOUT
+//!   (73), 0, struct timeval *)`: 1 and the time left when a retransmission
+//!   timer runs, 0 when none does.
+//! - `DTLSv1_handle_timeout` is `SSL_ctrl(ssl, DTLS_CTRL_HANDLE_TIMEOUT (74),
+//!   0, NULL)`: retransmits the last flight if OpenSSL's timer (which reads
+//!   the real clock) has expired; 1 if it did, 0 if nothing was due, −1 when
+//!   too many retransmissions failed.
+//! - `DTLS_get_data_mtu` (OpenSSL ≥ 1.1.1) is a real function: the largest
+//!   application-data payload whose record fits the configured MTU with the
+//!   negotiated cipher's overhead.
+//!
+//! Every function takes the `SslStream` by `&mut`, so while OpenSSL runs
+//! (and possibly writes a retransmission into the stream's BIO) nothing else
+//! in Rust can touch that `SSL` or its BIO.
+#![allow(unsafe_code)]
+
+use std::io::{Read, Write};
+use std::time::Duration;
+
+use foreign_types::ForeignTypeRef as _;
+use libc::{c_int, c_long, c_void, size_t};
+use openssl::ssl::SslStream;
+
+const DTLS_CTRL_GET_TIMEOUT: c_int = 73;
+const DTLS_CTRL_HANDLE_TIMEOUT: c_int = 74;
+
+unsafe extern "C" {
+    fn DTLS_get_data_mtu(ssl: *const openssl_sys::SSL) -> size_t;
+}
+
+/// Time left on the DTLS retransmission timer, `None` when none runs.
+pub(crate) fn get_timeout<S: Read + Write>(stream: &mut SslStream<S>) -> Option<Duration> {
+    let mut tv = libc::timeval {
+        tv_sec: 0,
+        tv_usec: 0,
+    };
+    let ssl = stream.ssl().as_ptr();
+    // SAFETY: `ssl` is a live `SSL*` owned by `stream`, which we borrow
+    // mutably for the whole call. DTLS_CTRL_GET_TIMEOUT writes one `struct
+    // timeval` through `parg` and nothing else; `tv` is a properly aligned,
+    // initialised `libc::timeval` that outlives the call.
+    let running = unsafe {
+        openssl_sys::SSL_ctrl(
+            ssl,
+            DTLS_CTRL_GET_TIMEOUT,
+            0,
+            (&mut tv as *mut libc::timeval).cast::<c_void>(),
+        )
+    };
+    if running != 1 {
+        return None;
+    }
+    let secs = u64::try_from(tv.tv_sec).unwrap_or(0);
+    let micros = u32::try_from(tv.tv_usec).unwrap_or(0).min(999_999);
+    Some(Duration::from_secs(secs) + Duration::from_micros(u64::from(micros)))
+}
+
+/// Fires OpenSSL's retransmission timer if it has expired (by the real
+/// clock). Returns OpenSSL's answer: 1 retransmitted, 0 nothing due,
+/// negative: give up (too many retransmissions).
+pub(crate) fn handle_timeout<S: Read + Write>(stream: &mut SslStream<S>) -> c_long {
+    let ssl = stream.ssl().as_ptr();
+    // SAFETY: `ssl` is a live `SSL*` owned by `stream`, borrowed mutably for
+    // the call, so OpenSSL may write a retransmitted flight into the stream's
+    // BIO (whose Rust state `stream` owns and nobody else can reach now).
+    // DTLS_CTRL_HANDLE_TIMEOUT takes no argument; `parg` is null.
+    unsafe { openssl_sys::SSL_ctrl(ssl, DTLS_CTRL_HANDLE_TIMEOUT, 0, std::ptr::null_mut()) }
+}
+
+/// The largest application-data payload that fits one record within the
+/// MTU under the negotiated cipher (0 before a cipher is negotiated).
+pub(crate) fn data_mtu<S: Read + Write>(stream: &mut SslStream<S>) -> usize {
+    let ssl = stream.ssl().as_ptr();
+    // SAFETY: `ssl` is a live `SSL*` owned by `stream`; DTLS_get_data_mtu
+    // only reads the SSL's MTU and current cipher, and returns 0 when there
+    // is no cipher yet.
+    unsafe { DTLS_get_data_mtu(ssl) }
+}

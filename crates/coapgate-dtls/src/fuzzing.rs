@@ -1,0 +1,254 @@
+//! The body of the `dtls` fuzz target, here so that `cargo test` replays
+//! the committed corpus (`fuzz/corpus/dtls/`) through exactly the same
+//! checks. Not part of the API.
+//!
+//! The input is a *script*. Each step's first byte picks an action
+//! (`op % 8`), its arguments follow:
+//!
+//! | `op % 8` | step | arguments |
+//! |---|---|---|
+//! | 0, 1, 2 | a datagram from peer 0, 1 or 2 (127.0.0.2:5000, 127.0.0.2:5001, 127.0.0.3:6000) | length `n` (2 bytes, big-endian), `n` bytes |
+//! | 3 | the same, but a ClientHello gets the cookie the server would give that peer spliced in | peer `p % 3`, length `n` (2 bytes), `n` bytes |
+//! | 4 | advance the clock by `100 ms · d`, then `handle_timeout` | `d` |
+//! | 5 | advance the clock to `poll_timeout`, then `handle_timeout` | — |
+//! | 6 | send `n` bytes of application data to an established session | selector `s`, length `n` |
+//! | 7 | close an established session | selector `s` |
+//!
+//! The server runs with small bounds (2 handshakes, 2 sessions, 5 s
+//! handshake timeout, 60 s idle timeout). After every step the harness
+//! drains `poll_event` and panics when: a datagram goes to an address that
+//! never sent one; a stateless answer is not smaller than the datagram
+//! that caused it; the caps are exceeded; a session ID is established
+//! twice, or gets `Data`/`Closed` without being established or after it
+//! closed; `poll_timeout` is not after `now` once timers ran.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::{DtlsConfig, DtlsEvent, DtlsServer, DtlsStats, Key, SessionId};
+
+/// The PSK identity the fuzzing server knows.
+pub const IDENTITY: &str = "8988228066602306711";
+/// Its key.
+pub const KEY: &[u8] = b"fuzzing-psk-0123";
+
+/// The three peers a script can speak as.
+pub fn peers() -> [SocketAddr; 3] {
+    [
+        SocketAddr::from(([127, 0, 0, 2], 5000)),
+        SocketAddr::from(([127, 0, 0, 2], 5001)),
+        SocketAddr::from(([127, 0, 0, 3], 6000)),
+    ]
+}
+
+/// The server configuration scripts run against.
+pub fn config() -> DtlsConfig {
+    DtlsConfig {
+        max_handshakes: 2,
+        max_sessions: 2,
+        handshake_timeout: Duration::from_secs(5),
+        idle_timeout: Duration::from_secs(60),
+        ..DtlsConfig::default()
+    }
+}
+
+/// What a script did, for the corpus test's expectations.
+#[derive(Debug, Clone, Default)]
+pub struct Outcome {
+    /// The server's counters at the end.
+    pub stats: DtlsStats,
+    /// Datagrams the server sent.
+    pub transmits: usize,
+    /// Sessions established.
+    pub established: usize,
+}
+
+/// The fuzz target: runs `data` as a script; panics on a broken invariant.
+pub fn datagrams(data: &[u8]) {
+    run(data);
+}
+
+/// Runs `data` as a script and reports what happened.
+pub fn run(data: &[u8]) -> Outcome {
+    let psk = |identity: &str| (identity == IDENTITY).then(|| Key::new(KEY.to_vec()));
+    let cfg = config();
+    let Ok(mut server) = DtlsServer::new(cfg.clone(), Arc::new(psk)) else {
+        panic!("the fuzzing configuration is valid");
+    };
+    let peers = peers();
+    let mut now = Instant::now();
+    let mut h = Harness::default();
+    let mut input = data;
+    // Bounded: every step consumes at least one byte.
+    while let Some((&op, rest)) = input.split_first() {
+        input = rest;
+        match op % 8 {
+            p @ 0..=2 => {
+                let datagram = take_sized(&mut input);
+                let from = peers[usize::from(p)];
+                h.deliver(&mut server, now, from, datagram);
+            }
+            3 => {
+                let p = take_byte(&mut input);
+                let from = peers[usize::from(p % 3)];
+                let datagram = take_sized(&mut input);
+                let patched = server
+                    .with_valid_cookie(now, from, datagram)
+                    .unwrap_or_else(|| datagram.to_vec());
+                h.deliver(&mut server, now, from, &patched);
+            }
+            4 => {
+                let d = take_byte(&mut input);
+                now += Duration::from_millis(100 * u64::from(d));
+                h.timeout(&mut server, now);
+            }
+            5 => {
+                if let Some(at) = server.poll_timeout() {
+                    now = now.max(at);
+                }
+                h.timeout(&mut server, now);
+            }
+            6 => {
+                let s = take_byte(&mut input);
+                let n = take_byte(&mut input);
+                if let Some(id) = h.pick(s) {
+                    let _ = server.send(id, &vec![0x42; usize::from(n) * 8]);
+                    h.drain(&mut server, None);
+                }
+            }
+            _ => {
+                let s = take_byte(&mut input);
+                if let Some(id) = h.pick(s) {
+                    server.close(id);
+                    h.drain(&mut server, None);
+                    assert!(!h.live.contains(&id), "close() without Closed");
+                }
+            }
+        }
+        let stats = server.stats();
+        assert!(
+            stats.handshakes_in_progress <= cfg.max_handshakes,
+            "{stats:?}"
+        );
+        assert!(stats.sessions <= cfg.max_sessions, "{stats:?}");
+        assert_eq!(stats.sessions, h.live.len(), "sessions vs events");
+    }
+    Outcome {
+        stats: server.stats(),
+        transmits: h.transmits,
+        established: h.established.len(),
+    }
+}
+
+#[derive(Default)]
+struct Harness {
+    senders: HashSet<SocketAddr>,
+    established: HashSet<SessionId>,
+    live: Vec<SessionId>,
+    transmits: usize,
+}
+
+impl Harness {
+    fn deliver(
+        &mut self,
+        server: &mut DtlsServer,
+        now: Instant,
+        from: SocketAddr,
+        datagram: &[u8],
+    ) {
+        self.senders.insert(from);
+        let before = server.stats();
+        server.handle_datagram(now, from, datagram);
+        let sent = self.drain(server, None);
+        let after = server.stats();
+        if after.cookies_sent > before.cookies_sent {
+            assert!(
+                sent < datagram.len(),
+                "a HelloVerifyRequest of {sent} bytes answered {} bytes",
+                datagram.len()
+            );
+            assert_eq!(after.handshakes_in_progress, before.handshakes_in_progress);
+        }
+    }
+
+    fn timeout(&mut self, server: &mut DtlsServer, now: Instant) {
+        server.handle_timeout(now);
+        self.drain(server, None);
+        if let Some(at) = server.poll_timeout() {
+            assert!(at > now, "poll_timeout {at:?} not after now {now:?}");
+        }
+    }
+
+    /// Drains events, checking them; returns the bytes transmitted.
+    fn drain(&mut self, server: &mut DtlsServer, _: Option<()>) -> usize {
+        let mut sent = 0;
+        while let Some(event) = server.poll_event() {
+            match event {
+                DtlsEvent::Transmit { to, bytes } => {
+                    assert!(self.senders.contains(&to), "transmit to a stranger {to}");
+                    assert!(bytes.len() <= 1200, "datagram over the MTU");
+                    sent += bytes.len();
+                    self.transmits += 1;
+                }
+                DtlsEvent::Established { session, addr, .. } => {
+                    assert!(self.senders.contains(&addr));
+                    assert!(self.established.insert(session), "established twice");
+                    self.live.push(session);
+                }
+                DtlsEvent::Data { session, .. } => {
+                    assert!(self.live.contains(&session), "data on a dead session");
+                }
+                DtlsEvent::Closed { session, .. } => {
+                    let at = self.live.iter().position(|&s| s == session);
+                    let Some(at) = at else {
+                        panic!("Closed for a session that is not live");
+                    };
+                    self.live.remove(at);
+                }
+            }
+        }
+        sent
+    }
+
+    fn pick(&self, s: u8) -> Option<SessionId> {
+        (!self.live.is_empty()).then(|| self.live[usize::from(s) % self.live.len()])
+    }
+}
+
+fn take_byte(input: &mut &[u8]) -> u8 {
+    match input.split_first() {
+        Some((&b, rest)) => {
+            *input = rest;
+            b
+        }
+        None => 0,
+    }
+}
+
+fn take_sized<'a>(input: &mut &'a [u8]) -> &'a [u8] {
+    let hi = take_byte(input);
+    let lo = take_byte(input);
+    let n = usize::from(u16::from_be_bytes([hi, lo])).min(input.len());
+    let (head, rest) = input.split_at(n);
+    *input = rest;
+    head
+}
+
+/// Encodes a script step delivering `datagram` from peer `p` (0..=2).
+pub fn step_datagram(p: u8, datagram: &[u8]) -> Vec<u8> {
+    let mut out = vec![p];
+    out.extend_from_slice(&(datagram.len() as u16).to_be_bytes());
+    out.extend_from_slice(datagram);
+    out
+}
+
+/// Encodes a script step delivering `datagram` from peer `p` with a valid
+/// cookie spliced in.
+pub fn step_with_cookie(p: u8, datagram: &[u8]) -> Vec<u8> {
+    let mut out = vec![3, p];
+    out.extend_from_slice(&(datagram.len() as u16).to_be_bytes());
+    out.extend_from_slice(datagram);
+    out
+}
