@@ -5,9 +5,8 @@ use std::time::Duration;
 use crate::DtlsError;
 
 /// How the server behaves. [`Default`] gives the values documented on each
-/// field.
+/// field. Build one with `DtlsConfig { max_sessions: 500, ..DtlsConfig::default() }`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
 pub struct DtlsConfig {
     /// OpenSSL cipher list, in server preference order. Default
     /// `PSK-AES128-CCM8:PSK-AES128-CBC-SHA256:PSK-AES128-GCM-SHA256`

@@ -104,8 +104,10 @@ pub type SessionId = u64;
 
 /// What the server wants done, or tells about. Drain with
 /// [`DtlsServer::poll_event`] after every call that changes its state.
+///
+/// Deliberately exhaustive: a new kind of event should make every driver's
+/// `match` fail to compile until it handles it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
 pub enum DtlsEvent {
     /// Send these bytes to this address (handshake flights,
     /// HelloVerifyRequest, alerts, encrypted application data).

@@ -57,6 +57,29 @@ pub(crate) fn records(mut data: &[u8]) -> impl Iterator<Item = Record<'_>> {
     })
 }
 
+/// Adds `offset` to the sequence number of every epoch-0 record in a
+/// datagram the server wrote (48-bit, wrapping is impossible in practice:
+/// the offset is a client's record number, the count a few records).
+///
+/// This is what OpenSSL's own `DTLSv1_listen` does with
+/// `DTLS_RECORD_LAYER_set_write_sequence`, which the safe API lacks: after
+/// a stateless HelloVerifyRequest (which echoed the first ClientHello's
+/// record number), the server's flight must continue from the second
+/// ClientHello's record number, or a client's replay window drops the
+/// ServerHello as a repeat of the HelloVerifyRequest. Epoch-0 record
+/// numbers are covered by no MAC and no transcript, so this is safe.
+pub(crate) fn shift_epoch0_seqs(datagram: &mut [u8], offset: u64) {
+    let mut at = 0;
+    while let Some((record, rest)) = datagram.get(at..).and_then(split_record) {
+        let len = datagram.len() - at - rest.len();
+        if record.epoch == 0 {
+            let seq = (record.seq + offset) & 0xffff_ffff_ffff;
+            datagram[at + 5..at + 11].copy_from_slice(&seq.to_be_bytes()[2..]);
+        }
+        at += len;
+    }
+}
+
 /// Whether the datagram's first record is an epoch-0 handshake record whose
 /// first message is a ClientHello: a (re)start of a handshake, which goes
 /// through the cookie exchange whatever state exists for its source.
@@ -399,6 +422,21 @@ mod tests {
             Malformed::Fragmented
         );
         assert!(parse_client_hello(&[0xff; 200]).is_err());
+    }
+
+    #[test]
+    fn epoch0_sequence_numbers_are_shifted_and_others_left_alone() {
+        let mut datagram = Vec::new();
+        push_record_header(&mut datagram, CT_HANDSHAKE, 0xfefd, 1, 2);
+        datagram.extend_from_slice(b"hi");
+        let mut epoch1 = Vec::new();
+        push_record_header(&mut epoch1, CT_HANDSHAKE, 0xfefd, 0, 1);
+        epoch1[4] = 1;
+        epoch1.push(0);
+        datagram.extend_from_slice(&epoch1);
+        shift_epoch0_seqs(&mut datagram, 5);
+        let seqs: Vec<(u16, u64)> = records(&datagram).map(|r| (r.epoch, r.seq)).collect();
+        assert_eq!(seqs, vec![(0, 6), (1, 0)]);
     }
 
     #[test]

@@ -67,6 +67,9 @@ struct Conn {
     phase: Phase,
     /// This connection's entry in `DtlsServer::timers`, if any.
     timer: Option<Instant>,
+    /// Added to the record number of every epoch-0 record this `Ssl`
+    /// writes (see `record::shift_epoch0_seqs`).
+    seq_offset: u64,
 }
 
 /// What an address has: at most one handshake and one session (a session
@@ -418,6 +421,12 @@ impl DtlsServer {
                     random,
                 },
                 timer: None,
+                // OpenSSL's HelloVerifyRequests took record numbers
+                // 0..message_seq; its ServerHello must carry the second
+                // ClientHello's number, as after DTLSv1_listen.
+                seq_offset: hello
+                    .record_seq
+                    .saturating_sub(u64::from(hello.message_seq)),
             },
         );
         self.peers.entry(from).or_default().handshake = Some(id);
@@ -667,7 +676,10 @@ impl DtlsServer {
     fn flush(&mut self, id: SessionId) {
         if let Some(conn) = self.conns.get_mut(&id) {
             let to = conn.addr;
-            for bytes in conn.stream.get_mut().take_outbox() {
+            for mut bytes in conn.stream.get_mut().take_outbox() {
+                if conn.seq_offset > 0 {
+                    record::shift_epoch0_seqs(&mut bytes, conn.seq_offset);
+                }
                 self.events.push_back(DtlsEvent::Transmit { to, bytes });
             }
         }
