@@ -79,3 +79,26 @@ pub(crate) fn data_mtu<S: Read + Write>(stream: &mut SslStream<S>) -> usize {
     // is no cipher yet.
     unsafe { DTLS_get_data_mtu(ssl) }
 }
+
+const SSL_CTRL_SET_MAX_SEND_FRAGMENT: c_int = 52;
+
+/// `SSL_set_max_send_fragment`: caps the plaintext per record this `Ssl`
+/// writes, which also sizes its write buffer (OpenSSL allocates ~17 KiB
+/// for the 16 KiB default). Returns whether OpenSSL accepted it (512 ..=
+/// 16384).
+pub(crate) fn set_max_send_fragment(ssl: &mut openssl::ssl::SslRef, len: usize) -> bool {
+    let Ok(len) = c_long::try_from(len) else {
+        return false;
+    };
+    // SAFETY: `ssl` is a live `SSL*` we borrow mutably; this control takes
+    // its value in `larg` and no pointer (`parg` is null).
+    let ok = unsafe {
+        openssl_sys::SSL_ctrl(
+            ssl.as_ptr(),
+            SSL_CTRL_SET_MAX_SEND_FRAGMENT,
+            len,
+            std::ptr::null_mut(),
+        )
+    };
+    ok == 1
+}

@@ -445,6 +445,9 @@ impl DtlsServer {
         let mut ssl = Ssl::new(&self.ctx).map_err(|_| "Ssl::new failed")?;
         ssl.set_mtu(self.config.mtu)
             .map_err(|_| "OpenSSL refused the MTU")?;
+        if !ffi::set_max_send_fragment(&mut ssl, (self.config.mtu as usize).clamp(512, 16_384)) {
+            return Err("OpenSSL refused the max send fragment");
+        }
         ssl.set_ex_data(self.cookie_index, cookie);
         ssl.set_accept_state();
         let mut stream = SslStream::new(ssl, Pipe::default()).map_err(|_| "no BIO")?;
