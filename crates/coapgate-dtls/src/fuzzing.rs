@@ -115,14 +115,14 @@ pub fn run(data: &[u8]) -> Outcome {
                 let n = take_byte(&mut input);
                 if let Some(id) = h.pick(s) {
                     let _ = server.send(id, &vec![0x42; usize::from(n) * 8]);
-                    h.drain(&mut server, None);
+                    h.drain(&mut server);
                 }
             }
             _ => {
                 let s = take_byte(&mut input);
                 if let Some(id) = h.pick(s) {
                     server.close(id);
-                    h.drain(&mut server, None);
+                    h.drain(&mut server);
                     assert!(!h.live.contains(&id), "close() without Closed");
                 }
             }
@@ -161,7 +161,7 @@ impl Harness {
         self.senders.insert(from);
         let before = server.stats();
         server.handle_datagram(now, from, datagram);
-        let sent = self.drain(server, None);
+        let sent = self.drain(server);
         let after = server.stats();
         if after.cookies_sent > before.cookies_sent {
             assert!(
@@ -175,14 +175,14 @@ impl Harness {
 
     fn timeout(&mut self, server: &mut DtlsServer, now: Instant) {
         server.handle_timeout(now);
-        self.drain(server, None);
+        self.drain(server);
         if let Some(at) = server.poll_timeout() {
             assert!(at > now, "poll_timeout {at:?} not after now {now:?}");
         }
     }
 
     /// Drains events, checking them; returns the bytes transmitted.
-    fn drain(&mut self, server: &mut DtlsServer, _: Option<()>) -> usize {
+    fn drain(&mut self, server: &mut DtlsServer) -> usize {
         let mut sent = 0;
         while let Some(event) = server.poll_event() {
             match event {

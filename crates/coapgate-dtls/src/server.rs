@@ -196,20 +196,23 @@ impl DtlsServer {
             return;
         }
         let slot = self.peers.get(&from).copied().unwrap_or_default();
-        match (slot.handshake, slot.session) {
-            (Some(handshake), session) => {
-                let encrypted = record::split_record(data).is_some_and(|(r, _)| r.epoch >= 1);
-                self.feed_handshake(now, handshake, data);
-                // During a re-handshake, encrypted records may belong to
-                // either; each `Ssl` silently drops what it cannot decrypt.
-                if let Some(session) = session.filter(|_| encrypted) {
-                    if self.conns.contains_key(&session) {
-                        self.feed_session(now, session, data);
-                    }
-                }
+        let encrypted = record::split_record(data).is_some_and(|(r, _)| r.epoch >= 1);
+        let mut consumed = false;
+        if let Some(handshake) = slot.handshake {
+            consumed |= self.feed_handshake(now, handshake, data);
+        }
+        if let Some(session) = slot.session {
+            // While the address also has a handshake (a re-handshake),
+            // encrypted records may belong to either: each `Ssl` silently
+            // drops what it cannot decrypt. Epoch-0 records then belong to
+            // the handshake.
+            if (slot.handshake.is_none() || encrypted) && self.conns.contains_key(&session) {
+                self.feed_session(now, session, data);
+                consumed = true;
             }
-            (None, Some(session)) => self.feed_session(now, session, data),
-            (None, None) => self.stats.datagrams_dropped += 1,
+        }
+        if !consumed {
+            self.stats.datagrams_dropped += 1;
         }
     }
 
@@ -220,11 +223,16 @@ impl DtlsServer {
             _ => return Err(DtlsError::UnknownSession(session)),
         };
         let max = ffi::data_mtu(&mut conn.stream);
-        if data.len() > max || data.is_empty() && max == 0 {
+        if data.len() > max {
             return Err(DtlsError::TooLarge {
                 len: data.len(),
                 max,
             });
+        }
+        if data.is_empty() {
+            // OpenSSL treats a zero-length write as a failure; there is
+            // nothing to send.
+            return Ok(());
         }
         let result = conn.stream.ssl_write(data);
         self.flush(session);
@@ -483,14 +491,15 @@ impl DtlsServer {
 
     // ---- handshakes ------------------------------------------------------
 
-    fn feed_handshake(&mut self, now: Instant, id: SessionId, data: &[u8]) {
+    /// Feeds a datagram, minus its application data, to a handshake;
+    /// `false` if nothing was left to feed.
+    fn feed_handshake(&mut self, now: Instant, id: SessionId, data: &[u8]) -> bool {
         let Some(filtered) = record::without_application_data(data) else {
-            self.stats.datagrams_dropped += 1;
-            return;
+            return false;
         };
         let finished = record::has_encrypted_handshake(&filtered);
         let Some(conn) = self.conns.get_mut(&id) else {
-            return;
+            return false;
         };
         conn.stream.get_mut().push(filtered);
         let result = conn.stream.do_handshake();
@@ -516,6 +525,7 @@ impl DtlsServer {
                 self.abort_handshake(id, Abort::Failed("OpenSSL ended the handshake"));
             }
         }
+        true
     }
 
     fn rearm_handshake(&mut self, now: Instant, id: SessionId) {

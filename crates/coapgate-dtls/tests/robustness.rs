@@ -307,3 +307,30 @@ fn a_client_hello_retransmitted_before_the_cookie_still_gets_in() {
     // The ServerHello continued from the second ClientHello's number (2).
     assert_eq!(pair.clients[c].got[1][10], 2);
 }
+
+#[test]
+fn a_lost_final_flight_is_resent_when_the_client_repeats_its_own() {
+    // The server's ChangeCipherSpec + Finished is lost: the server already
+    // has a session, the client does not. The client repeats its last
+    // flight on its timer (real clock); the session answers it.
+    let mut pair = Pair::new(config(), Table::with(ICCID, PSK));
+    let c = pair.add(Client::new(addr(1), SUITES[0], ICCID, PSK));
+    for _ in 0..3 {
+        let out = pair.clients[c].step();
+        for d in out {
+            pair.inject(addr(1), &d);
+        }
+    }
+    assert_eq!(pair.established().len(), 1);
+    pair.clients[c].stream.get_mut().inbox.clear(); // the final flight, lost
+    pair.pump();
+    assert!(!pair.clients[c].connected);
+    std::thread::sleep(Duration::from_millis(1100));
+    pair.pump();
+    assert!(pair.clients[c].connected);
+    assert_eq!(pair.established().len(), 1);
+    assert!(pair.closed().is_empty());
+    pair.clients[c].write(b"late but fine");
+    pair.pump();
+    assert_eq!(pair.data().len(), 1);
+}
