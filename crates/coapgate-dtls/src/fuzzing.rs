@@ -3,9 +3,9 @@
 //! checks. Not part of the API.
 //!
 //! The input is a *script*. Each step's first byte picks an action
-//! (`op % 8`), its arguments follow:
+//! (`op % 10`), its arguments follow:
 //!
-//! | `op % 8` | step | arguments |
+//! | `op % 10` | step | arguments |
 //! |---|---|---|
 //! | 0, 1, 2 | a datagram from peer 0, 1 or 2 (127.0.0.2:5000, 127.0.0.2:5001, 127.0.0.3:6000) | length `n` (2 bytes, big-endian), `n` bytes |
 //! | 3 | the same, but a ClientHello gets the cookie the server would give that peer spliced in | peer `p % 3`, length `n` (2 bytes), `n` bytes |
@@ -13,6 +13,8 @@
 //! | 5 | advance the clock to `poll_timeout`, then `handle_timeout` | — |
 //! | 6 | send `n` bytes of application data to an established session | selector `s`, length `n` |
 //! | 7 | close an established session | selector `s` |
+//! | 8 | OpenSSL's own DTLS client at peer `p % 3` (a new one, as after a reboot) handshakes with suite `p / 3 % 3` and the right key (at most 6 per script) | `p` |
+//! | 9 | that client, if connected, sends `8 · n` bytes of application data | `p`, `n` |
 //!
 //! The server runs with small bounds (2 handshakes, 2 sessions, 5 s
 //! handshake timeout, 60 s idle timeout). After every step the harness
@@ -24,10 +26,20 @@
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
+use openssl::ssl::{ErrorCode, Ssl, SslContext, SslMethod, SslOptions, SslStream, SslVersion};
+
+use crate::pipe::Pipe;
 use crate::{DtlsConfig, DtlsEvent, DtlsServer, DtlsStats, Key, SessionId};
+
+/// The suites op 8 picks from.
+const SUITES: [&str; 3] = [
+    "PSK-AES128-CCM8",
+    "PSK-AES128-CBC-SHA256",
+    "PSK-AES128-GCM-SHA256",
+];
 
 /// The PSK identity the fuzzing server knows.
 pub const IDENTITY: &str = "8988228066602306711";
@@ -63,6 +75,10 @@ pub struct Outcome {
     pub transmits: usize,
     /// Sessions established.
     pub established: usize,
+    /// `Data` events.
+    pub data: usize,
+    /// `Closed` events.
+    pub closed: usize,
 }
 
 /// The fuzz target: runs `data` as a script; panics on a broken invariant.
@@ -84,7 +100,7 @@ pub fn run(data: &[u8]) -> Outcome {
     // Bounded: every step consumes at least one byte.
     while let Some((&op, rest)) = input.split_first() {
         input = rest;
-        match op % 8 {
+        match op % 10 {
             p @ 0..=2 => {
                 let datagram = take_sized(&mut input);
                 let from = peers[usize::from(p)];
@@ -118,12 +134,34 @@ pub fn run(data: &[u8]) -> Outcome {
                     h.drain(&mut server);
                 }
             }
-            _ => {
+            7 => {
                 let s = take_byte(&mut input);
                 if let Some(id) = h.pick(s) {
                     server.close(id);
                     h.drain(&mut server);
                     assert!(!h.live.contains(&id), "close() without Closed");
+                }
+            }
+            8 => {
+                let p = take_byte(&mut input);
+                let peer = usize::from(p % 3);
+                if h.real_handshakes == MAX_REAL_HANDSHAKES {
+                    continue;
+                }
+                h.real_handshakes += 1;
+                h.clients[peer] = client(usize::from(p / 3 % 3));
+                // Bounded: a handshake is four flights.
+                for _ in 0..8 {
+                    h.step_client(&mut server, now, peer, peers[peer]);
+                }
+            }
+            _ => {
+                let p = take_byte(&mut input);
+                let n = take_byte(&mut input);
+                let peer = usize::from(p % 3);
+                if let Some(c) = h.clients[peer].as_mut().filter(|c| c.connected) {
+                    let _ = c.stream.ssl_write(&vec![0x43; usize::from(n) * 8 + 1]);
+                    h.step_client(&mut server, now, peer, peers[peer]);
                 }
             }
         }
@@ -139,7 +177,51 @@ pub fn run(data: &[u8]) -> Outcome {
         stats: server.stats(),
         transmits: h.transmits,
         established: h.established.len(),
+        data: h.data,
+        closed: h.closed,
     }
+}
+
+/// OpenSSL's DTLS client, for op 8.
+struct FuzzClient {
+    stream: SslStream<Pipe>,
+    connected: bool,
+}
+
+/// At most this many real handshakes per script (each costs about a millisecond).
+const MAX_REAL_HANDSHAKES: usize = 6;
+
+fn client(suite: usize) -> Option<FuzzClient> {
+    // One client context per suite for the whole process: building one
+    // is what costs most.
+    static CONTEXTS: OnceLock<Vec<Option<SslContext>>> = OnceLock::new();
+    let ctx = CONTEXTS
+        .get_or_init(|| SUITES.iter().map(|s| client_context(s)).collect())
+        .get(suite)?
+        .as_ref()?;
+    let mut ssl = Ssl::new(ctx).ok()?;
+    ssl.set_mtu(1200).ok()?;
+    ssl.set_connect_state();
+    Some(FuzzClient {
+        stream: SslStream::new(ssl, Pipe::default()).ok()?,
+        connected: false,
+    })
+}
+
+fn client_context(suite: &str) -> Option<SslContext> {
+    let mut ctx = SslContext::builder(SslMethod::dtls_client()).ok()?;
+    ctx.set_min_proto_version(Some(SslVersion::DTLS1_2)).ok()?;
+    ctx.set_max_proto_version(Some(SslVersion::DTLS1_2)).ok()?;
+    ctx.set_cipher_list(suite).ok()?;
+    ctx.set_options(SslOptions::NO_QUERY_MTU | SslOptions::NO_TICKET);
+    ctx.set_psk_client_callback(|_ssl, _hint, identity, key| {
+        let id = IDENTITY.as_bytes();
+        identity[..id.len()].copy_from_slice(id);
+        identity[id.len()] = 0;
+        key[..KEY.len()].copy_from_slice(KEY);
+        Ok(KEY.len())
+    });
+    Some(ctx.build())
 }
 
 #[derive(Default)]
@@ -148,9 +230,52 @@ struct Harness {
     established: HashSet<SessionId>,
     live: Vec<SessionId>,
     transmits: usize,
+    data: usize,
+    closed: usize,
+    /// Real clients, by peer; they get every datagram sent to their peer.
+    clients: [Option<FuzzClient>; 3],
+    /// Datagrams the server sent, by peer, not yet given to a client.
+    to_peer: [Vec<Vec<u8>>; 3],
+    real_handshakes: usize,
 }
 
 impl Harness {
+    /// Lets peer `peer`'s client read what came and send what it writes.
+    fn step_client(
+        &mut self,
+        server: &mut DtlsServer,
+        now: Instant,
+        peer: usize,
+        addr: SocketAddr,
+    ) {
+        let Some(c) = self.clients[peer].as_mut() else {
+            return;
+        };
+        for d in self.to_peer[peer].drain(..) {
+            c.stream.get_mut().push(d);
+        }
+        if !c.connected {
+            match c.stream.do_handshake() {
+                Ok(()) => c.connected = true,
+                Err(e) if e.code() == ErrorCode::WANT_READ => {}
+                Err(_) => {}
+            }
+        }
+        if c.connected {
+            let mut buf = [0u8; 2048];
+            for _ in 0..16 {
+                if c.stream.ssl_read(&mut buf).is_err() {
+                    break;
+                }
+            }
+        }
+        c.stream.get_mut().clear_inbox();
+        let out = c.stream.get_mut().take_outbox();
+        for d in out {
+            self.deliver(server, now, addr, &d);
+        }
+    }
+
     fn deliver(
         &mut self,
         server: &mut DtlsServer,
@@ -191,6 +316,11 @@ impl Harness {
                     assert!(bytes.len() <= 1200, "datagram over the MTU");
                     sent += bytes.len();
                     self.transmits += 1;
+                    if let Some(p) = peers().iter().position(|&a| a == to) {
+                        if self.clients[p].is_some() && self.to_peer[p].len() < 64 {
+                            self.to_peer[p].push(bytes);
+                        }
+                    }
                 }
                 DtlsEvent::Established { session, addr, .. } => {
                     assert!(self.senders.contains(&addr));
@@ -199,6 +329,7 @@ impl Harness {
                 }
                 DtlsEvent::Data { session, .. } => {
                     assert!(self.live.contains(&session), "data on a dead session");
+                    self.data += 1;
                 }
                 DtlsEvent::Closed { session, .. } => {
                     let at = self.live.iter().position(|&s| s == session);
@@ -206,6 +337,7 @@ impl Harness {
                         panic!("Closed for a session that is not live");
                     };
                     self.live.remove(at);
+                    self.closed += 1;
                 }
             }
         }
@@ -242,6 +374,17 @@ pub fn step_datagram(p: u8, datagram: &[u8]) -> Vec<u8> {
     out.extend_from_slice(&(datagram.len() as u16).to_be_bytes());
     out.extend_from_slice(datagram);
     out
+}
+
+/// Encodes a script step in which OpenSSL's client at peer `p` handshakes
+/// with suite `suite` (0..=2).
+pub fn step_real_handshake(p: u8, suite: u8) -> Vec<u8> {
+    vec![8, p % 3 + 3 * (suite % 3)]
+}
+
+/// Encodes a script step in which peer `p`'s client sends `8 · n + 1` bytes.
+pub fn step_real_data(p: u8, n: u8) -> Vec<u8> {
+    vec![9, p, n]
 }
 
 /// Encodes a script step delivering `datagram` from peer `p` with a valid

@@ -16,7 +16,9 @@ mod support;
 
 use std::path::PathBuf;
 
-use coapgate_dtls::fuzzing::{self, Outcome, step_datagram, step_with_cookie};
+use coapgate_dtls::fuzzing::{
+    self, Outcome, step_datagram, step_real_data, step_real_handshake, step_with_cookie,
+};
 use coapgate_dtls::{DtlsConfig, DtlsEvent};
 use support::{Client, Pair, SUITES, Table};
 
@@ -48,6 +50,20 @@ fn expectation(name: &str, o: &Outcome) {
             assert_eq!(s.handshakes_in_progress, 2, "{o:?}");
             assert_eq!(s.handshakes_refused_over_cap, 1, "{o:?}");
         }
+        "ok-real-handshake-then-data" => {
+            assert_eq!((o.established, o.data, s.sessions), (1, 1, 1), "{o:?}");
+        }
+        "ok-real-rehandshake" => {
+            assert_eq!(
+                (o.established, o.closed, o.data, s.sessions),
+                (2, 1, 1, 1),
+                "{o:?}"
+            );
+        }
+        "ok-real-handshakes-over-session-cap" => {
+            assert_eq!((o.established, s.sessions), (2, 2), "{o:?}");
+            assert_eq!(s.handshakes_refused_over_cap, 1, "{o:?}");
+        }
         "bad-replayed-client-flight" => {
             assert_eq!((s.handshakes_failed, s.sessions), (1, 0), "{o:?}");
         }
@@ -57,8 +73,11 @@ fn expectation(name: &str, o: &Outcome) {
         }
         _ => {}
     }
-    if name.starts_with("bad-") || name.starts_with("ok-") {
-        assert_eq!(o.established, 0, "{name}: no seed can finish a handshake");
+    if (name.starts_with("bad-") || name.starts_with("ok-")) && !name.starts_with("ok-real-") {
+        assert_eq!(
+            o.established, 0,
+            "{name}: only a real client finishes a handshake"
+        );
     }
 }
 
@@ -120,6 +139,30 @@ fn write_seeds() {
         flight.extend(step_datagram(0, d));
     }
     write("bad-replayed-client-flight", flight);
+
+    // Scripts with OpenSSL's own client inside the harness (ops 8 and 9).
+    write(
+        "ok-real-handshake-then-data",
+        [step_real_handshake(0, 1), step_real_data(0, 3)].concat(),
+    );
+    write(
+        "ok-real-rehandshake",
+        [
+            step_real_handshake(1, 0),
+            step_real_handshake(1, 2),
+            step_real_data(1, 0),
+        ]
+        .concat(),
+    );
+    write(
+        "ok-real-handshakes-over-session-cap",
+        [
+            step_real_handshake(0, 0),
+            step_real_handshake(1, 1),
+            step_real_handshake(2, 2),
+        ]
+        .concat(),
+    );
 
     write(
         "bad-garbage",
