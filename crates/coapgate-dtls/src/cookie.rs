@@ -100,12 +100,16 @@ impl CookieJar {
             return;
         };
         let old = std::mem::replace(&mut self.current, fresh);
-        self.previous = if elapsed < self.rotation.saturating_mul(2) {
-            Some(old)
+        if elapsed < self.rotation.saturating_mul(2) {
+            // On schedule (give or take laziness): the old secret stays
+            // valid for one more period, counted from when it was due.
+            self.previous = Some(old);
+            self.rotated_at = Some(rotated_at + self.rotation);
         } else {
-            None
-        };
-        self.rotated_at = Some(now);
+            // Two periods without a ClientHello: both secrets are stale.
+            self.previous = None;
+            self.rotated_at = Some(now);
+        }
     }
 
     /// The cookie for this client under the current secret.
@@ -171,9 +175,10 @@ mod tests {
                 .is_none()
         );
 
-        jar.rotate_if_due(t0 + rotation);
+        jar.rotate_if_due(t0 + rotation * 2 - Duration::from_secs(1));
         assert!(jar.verify(&addr, &second).is_some(), "previous secret");
+        // Rotated late, but the previous secret still expires on schedule.
         jar.rotate_if_due(t0 + rotation * 2);
-        assert!(jar.verify(&addr, &second).is_none(), "two rotations");
+        assert!(jar.verify(&addr, &second).is_none(), "two periods");
     }
 }

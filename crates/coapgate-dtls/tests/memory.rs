@@ -84,3 +84,26 @@ fn drive(pair: &mut Pair, c: &mut Client, finish: bool) {
         c.failed
     );
 }
+
+#[test]
+#[ignore = "measurement; run by hand"]
+fn stateless_hello_verify_requests_per_second() {
+    let mut pair = Pair::new(DtlsConfig::default(), Table::with(ICCID, PSK));
+    let hello = Client::new(at(1), SUITES[1], ICCID, PSK).step().remove(0);
+    let n = 200_000u32;
+    let start = std::time::Instant::now();
+    for i in 0..n {
+        pair.server
+            .handle_datagram(pair.now, at(i % 50_000), &hello);
+        while pair.server.poll_event().is_some() {}
+    }
+    let secs = start.elapsed().as_secs_f64();
+    assert_eq!(pair.server.stats().cookies_sent, u64::from(n));
+    println!(
+        "{:.0} HelloVerifyRequests/s on one core ({:.2} µs each); ClientHello {} B, answer {} B",
+        f64::from(n) / secs,
+        secs * 1e6 / f64::from(n),
+        hello.len(),
+        28 + 32
+    );
+}
