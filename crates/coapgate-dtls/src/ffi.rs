@@ -1,5 +1,6 @@
-//! The only FFI in this crate: OpenSSL's DTLS retransmission timer and the
-//! payload size that fits the MTU, none of which the `openssl` crate wraps.
+//! The only FFI in this crate: OpenSSL's DTLS retransmission timer, the
+//! payload size that fits the MTU and the record size cap, none of which
+//! the `openssl` crate wraps.
 //!
 //! - `DTLSv1_get_timeout` is the macro `SSL_ctrl(ssl, DTLS_CTRL_GET_TIMEOUT
 //!   (73), 0, struct timeval *)`: 1 and the time left when a retransmission
@@ -11,6 +12,8 @@
 //! - `DTLS_get_data_mtu` (OpenSSL ≥ 1.1.1) is a real function: the largest
 //!   application-data payload whose record fits the configured MTU with the
 //!   negotiated cipher's overhead.
+//! - `SSL_set_max_send_fragment` is the macro `SSL_ctrl(ssl,
+//!   SSL_CTRL_SET_MAX_SEND_FRAGMENT (52), len, NULL)`.
 //!
 //! Every function takes the `SslStream` by `&mut`, so while OpenSSL runs
 //! (and possibly writes a retransmission into the stream's BIO) nothing else
