@@ -25,6 +25,7 @@ const START_TIMEOUT: Duration = Duration::from_secs(60);
 /// ```
 pub struct BackgroundServer {
     coap_addr: SocketAddr,
+    coaps_addr: SocketAddr,
     mqtt_addr: SocketAddr,
     store: Store,
     stop: Option<oneshot::Sender<()>>,
@@ -60,6 +61,7 @@ impl BackgroundServer {
                     };
                     let bound = (
                         server.coap_addr(),
+                        server.coaps_addr(),
                         server.mqtt_addr(),
                         server.store().clone(),
                     );
@@ -75,7 +77,7 @@ impl BackgroundServer {
                 what: "spawn the server thread".into(),
                 source,
             })?;
-        let (coap_addr, mqtt_addr, store) = match ready_rx.recv_timeout(START_TIMEOUT) {
+        let (coap_addr, coaps_addr, mqtt_addr, store) = match ready_rx.recv_timeout(START_TIMEOUT) {
             Ok(bound) => bound?,
             Err(_) => {
                 return Err(ServerError::Config(
@@ -85,6 +87,7 @@ impl BackgroundServer {
         };
         Ok(Self {
             coap_addr,
+            coaps_addr,
             mqtt_addr,
             store,
             stop: Some(stop_tx),
@@ -95,6 +98,11 @@ impl BackgroundServer {
     /// The bound CoAP address.
     pub fn coap_addr(&self) -> SocketAddr {
         self.coap_addr
+    }
+
+    /// The bound CoAPS (DTLS) address.
+    pub fn coaps_addr(&self) -> SocketAddr {
+        self.coaps_addr
     }
 
     /// The broker the bridge talks to.

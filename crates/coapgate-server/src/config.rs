@@ -87,6 +87,21 @@ pub struct CoapsConfig {
     /// seconds or more after the device's previous call (300, SPEC §2.4).
     #[serde(deserialize_with = "seconds")]
     pub regenerate_psk_after: Duration,
+    /// Most established DTLS sessions (10 000; about 44 KiB each).
+    pub max_sessions: usize,
+    /// Most handshakes in progress, counted after the cookie round trip
+    /// (256; about 47 KiB each).
+    pub max_handshakes: usize,
+    /// A handshake not complete this many seconds after its ClientHello
+    /// with cookie is dropped (20).
+    #[serde(deserialize_with = "seconds")]
+    pub handshake_timeout: Duration,
+    /// A session without an authenticated datagram for this many seconds
+    /// is closed (1800).
+    #[serde(deserialize_with = "seconds")]
+    pub idle_timeout: Duration,
+    /// Largest datagram sent, bytes (1200).
+    pub mtu: u32,
 }
 
 impl Default for CoapsConfig {
@@ -95,6 +110,11 @@ impl Default for CoapsConfig {
             bind: SocketAddr::from(([0, 0, 0, 0], 5684)),
             public_url: "coaps://localhost:5684".to_owned(),
             regenerate_psk_after: Duration::from_secs(300),
+            max_sessions: 10_000,
+            max_handshakes: 256,
+            handshake_timeout: Duration::from_secs(20),
+            idle_timeout: Duration::from_secs(30 * 60),
+            mtu: 1200,
         }
     }
 }
@@ -372,6 +392,20 @@ impl Config {
             d.psk_record()?;
         }
         Ok(())
+    }
+}
+
+impl CoapsConfig {
+    /// The DTLS server's settings.
+    pub fn dtls(&self) -> coapgate_dtls::DtlsConfig {
+        coapgate_dtls::DtlsConfig {
+            max_sessions: self.max_sessions,
+            max_handshakes: self.max_handshakes,
+            handshake_timeout: self.handshake_timeout,
+            idle_timeout: self.idle_timeout,
+            mtu: self.mtu,
+            ..coapgate_dtls::DtlsConfig::default()
+        }
     }
 }
 

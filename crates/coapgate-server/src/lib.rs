@@ -33,6 +33,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use coapgate_bootstrap::Policy;
+use coapgate_dtls::{DtlsServer, Key};
 use coapgate_endpoint::{BootstrapConfig, Endpoint, EndpointConfig};
 use coapgate_mqtt::{Bridge, BridgeConfig, BridgeEvent, BridgeHandle, EmbeddedBroker, Qos};
 use coapgate_store::Store;
@@ -74,8 +75,10 @@ pub enum ServerError {
 pub struct Server {
     config: Config,
     store: Store,
-    socket: Arc<UdpSocket>,
+    coap: UdpSocket,
     coap_addr: SocketAddr,
+    dtls: driver::Dtls,
+    coaps_addr: SocketAddr,
     mqtt_addr: SocketAddr,
     bridge: BridgeHandle,
     events: mpsc::Receiver<BridgeEvent>,
@@ -145,31 +148,47 @@ impl Server {
             tracing::warn!("MQTT broker not reachable yet; telemetry gets 5.02 until it is");
         }
 
-        let socket = udp::bind(
+        let coap = udp::bind(
             config.coap.bind,
             config.coap.recv_buffer,
             config.coap.send_buffer,
         )?;
-        let coap_addr = socket.local_addr().map_err(|source| ServerError::Io {
-            what: "coap socket address".into(),
-            source,
-        })?;
-        tracing::info!(%coap_addr, "CoAP listening");
-        if config.admin.token.is_some()
-            || config.coaps.public_url != CoapsConfig::default().public_url
-        {
-            tracing::info!("[admin] and [coaps] are accepted but not served by this version");
+        let coap_addr = local_addr(&coap, "coap")?;
+        // The DTLS listener shares the buffer sizes of the plain one.
+        let coaps = udp::bind(
+            config.coaps.bind,
+            config.coap.recv_buffer,
+            config.coap.send_buffer,
+        )?;
+        let coaps_addr = local_addr(&coaps, "coaps")?;
+        let psk_keys = store.psk_keys();
+        let lookup = move |identity: &str| psk_keys.key(identity).map(|key| Key::new(key.to_vec()));
+        let dtls = DtlsServer::new(config.coaps.dtls(), Arc::new(lookup))
+            .map_err(|e| ServerError::Config(format!("coaps: {e}")))?;
+        tracing::info!(%coap_addr, %coaps_addr, "CoAP and CoAPS listening");
+        if config.admin.token.is_some() {
+            tracing::info!("[admin] is accepted but not served by this version");
         }
         Ok(Self {
             config,
             store,
-            socket: Arc::new(socket),
+            coap,
             coap_addr,
+            dtls: driver::Dtls {
+                socket: coaps,
+                server: dtls,
+            },
+            coaps_addr,
             mqtt_addr,
             bridge,
             events,
             _broker: broker,
         })
+    }
+
+    /// The bound CoAPS (DTLS) address.
+    pub fn coaps_addr(&self) -> SocketAddr {
+        self.coaps_addr
     }
 
     /// The bound CoAP address.
@@ -220,7 +239,8 @@ impl Server {
         endpoint.handle_broker_state(self.bridge.is_connected());
         let driver = driver::Driver {
             endpoint,
-            socket: self.socket,
+            coap: self.coap,
+            dtls: self.dtls,
             bridge: self.bridge,
             events: self.events,
             shutdown_grace: SHUTDOWN_GRACE,
@@ -232,6 +252,13 @@ impl Server {
 
 /// How long shutdown waits for pending publishes.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+fn local_addr(socket: &UdpSocket, what: &str) -> Result<SocketAddr, ServerError> {
+    socket.local_addr().map_err(|source| ServerError::Io {
+        what: format!("{what} socket address"),
+        source,
+    })
+}
 
 fn resolve(host: &str, port: u16) -> SocketAddr {
     use std::net::ToSocketAddrs;

@@ -18,6 +18,8 @@ pub fn config(mqtt_url: Option<String>) -> Config {
         r#"
 [coap]
 bind = "127.0.0.1:0"
+[coaps]
+bind = "127.0.0.1:0"
 [store]
 url = "sqlite::memory:"
 [[device]]
