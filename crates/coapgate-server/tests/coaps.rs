@@ -55,17 +55,22 @@ fn bootstrap(server: &BackgroundServer, from: &str, test: &str) -> Option<(Strin
     Some((fields[0].to_owned(), fields[1].to_owned()))
 }
 
-/// A request over DTLS with a libcoap client; the response code, if any.
+/// Who a DTLS client claims to be: its source address, PSK identity, key.
+#[derive(Clone, Copy)]
+struct As<'a>(&'a str, &'a str, &'a str);
+
+/// A request over DTLS with a libcoap client; the response code, if any
+/// (`None` inside when no response came; outer `None` when the client is
+/// not installed).
 fn coaps(
     client: &str,
-    from: &str,
-    identity: &str,
-    key: &str,
+    who: As<'_>,
     method: &str,
     url: &str,
     extra: &[&str],
     test: &str,
 ) -> Option<Option<String>> {
+    let As(from, identity, key) = who;
     let mut args = vec!["-a", from, "-u", identity, "-k", key, "-m", method];
     args.extend_from_slice(extra);
     args.push(url);
@@ -95,9 +100,7 @@ fn onboarding_bootstrap_then_dtls_with_libcoap_openssl_and_gnutls() {
         let payload = format!("secure {n}");
         let Some(code) = coaps(
             client,
-            "127.0.0.2",
-            &iccid,
-            &psk,
+            As("127.0.0.2", &iccid, &psk),
             "post",
             &url,
             &["-e", &payload],
@@ -120,9 +123,7 @@ fn onboarding_bootstrap_then_dtls_with_libcoap_openssl_and_gnutls() {
     // NON over DTLS too.
     let code = coaps(
         "coap-client-openssl",
-        "127.0.0.2",
-        &iccid,
-        &psk,
+        As("127.0.0.2", &iccid, &psk),
         "post",
         &url,
         &["-N", "-e", "non"],
@@ -146,9 +147,7 @@ fn a_wrong_key_or_unknown_identity_gets_no_session_and_nothing_is_published() {
     let args = ["-B", "3", "-e", "x"];
     let code = coaps(
         "coap-client-openssl",
-        "127.0.0.2",
-        &iccid,
-        &wrong,
+        As("127.0.0.2", &iccid, &wrong),
         "post",
         &url,
         &args,
@@ -158,9 +157,7 @@ fn a_wrong_key_or_unknown_identity_gets_no_session_and_nothing_is_published() {
     assert_eq!(code, None, "no response without a session");
     let code = coaps(
         "coap-client-openssl",
-        "127.0.0.2",
-        "8988280666000000099",
-        &psk,
+        As("127.0.0.2", "8988280666000000099", &psk),
         "post",
         &url,
         &args,
@@ -239,9 +236,7 @@ fn a_key_changed_while_running_is_used_by_the_next_handshake() {
         .unwrap();
     let Some(code) = coaps(
         "coap-client-openssl",
-        "127.0.0.2",
-        iccid,
-        "first-key",
+        As("127.0.0.2", iccid, "first-key"),
         "post",
         &url,
         &["-e", "1"],
@@ -259,9 +254,7 @@ fn a_key_changed_while_running_is_used_by_the_next_handshake() {
         .unwrap();
     let old = coaps(
         "coap-client-openssl",
-        "127.0.0.2",
-        iccid,
-        "first-key",
+        As("127.0.0.2", iccid, "first-key"),
         "post",
         &url,
         &["-B", "3", "-e", "2"],
@@ -271,9 +264,7 @@ fn a_key_changed_while_running_is_used_by_the_next_handshake() {
     assert_eq!(old, None, "the old key no longer works");
     let new = coaps(
         "coap-client-openssl",
-        "127.0.0.2",
-        iccid,
-        "second-key",
+        As("127.0.0.2", iccid, "second-key"),
         "post",
         &url,
         &["-e", "3"],
@@ -295,9 +286,7 @@ fn the_identity_must_belong_to_the_device_at_the_source_address() {
     let url = coaps_url(&s.server, "/data");
     let code = coaps(
         "coap-client-openssl",
-        "127.0.0.3",
-        &iccid_a,
-        &psk_a,
+        As("127.0.0.3", &iccid_a, &psk_a),
         "post",
         &url,
         &["-e", "x"],
@@ -318,9 +307,7 @@ fn bootstrap_over_dtls_is_forbidden() {
     };
     let code = coaps(
         "coap-client-openssl",
-        "127.0.0.2",
-        &iccid,
-        &psk,
+        As("127.0.0.2", &iccid, &psk),
         "get",
         &coaps_url(&s.server, "/bootstrap"),
         &[],
