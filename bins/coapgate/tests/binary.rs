@@ -49,7 +49,7 @@ fn an_unknown_configuration_key_is_an_error_that_names_it() {
 }
 
 #[test]
-fn serves_a_request_through_mosquitto_and_exits_0_on_sigterm() {
+fn serves_plain_and_dtls_logs_no_psk_and_exits_0_on_sigterm() {
     let test = "binary_serves";
     let Some(broker) = Mosquitto::start(test) else {
         return;
@@ -57,16 +57,19 @@ fn serves_a_request_through_mosquitto_and_exits_0_on_sigterm() {
     let Some(sub) = MosquittoSub::start(broker.port, test) else {
         return;
     };
-    if coapgate_testkit::require("coap-client-notls", test).is_none() {
+    if coapgate_testkit::require("coap-client-notls", test).is_none()
+        || coapgate_testkit::require("coap-client-openssl", test).is_none()
+    {
         return;
     }
     let dir = temp_dir("binary-serve");
     let port = free_udp_port();
+    let coaps_port = free_udp_port();
     let config = dir.join("coapgate.toml");
     std::fs::write(
         &config,
         format!(
-            "[coap]\nbind = \"127.0.0.1:{port}\"\n[coaps]\nbind = \"127.0.0.1:0\"\n[mqtt]\nurl = \"{}\"\n[store]\nurl = \"sqlite://{}\"\n\
+            "[coap]\nbind = \"127.0.0.1:{port}\"\n[coaps]\nbind = \"127.0.0.1:{coaps_port}\"\n[mqtt]\nurl = \"{}\"\n[store]\nurl = \"sqlite://{}\"\n\
              [[device]]\niccid = \"8988280666000000000\"\nimsi = \"901405100000000\"\nip = \"127.0.0.2\"\n",
             broker.url(),
             dir.join("store.db").display()
@@ -77,7 +80,8 @@ fn serves_a_request_through_mosquitto_and_exits_0_on_sigterm() {
         Command::new(BIN)
             .args(["serve", "--config"])
             .arg(&config)
-            .env("RUST_LOG", "info")
+            // As chatty as it gets without third-party tracing.
+            .env("RUST_LOG", "debug")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -113,6 +117,48 @@ fn serves_a_request_through_mosquitto_and_exits_0_on_sigterm() {
     assert_eq!(messages.len(), 1, "{messages:?}");
     assert_eq!(messages[0].topic, "8988280666000000000/bin");
 
+    // Onboarding: /bootstrap, then a request over DTLS with that PSK.
+    let bootstrap = coap_client(
+        "coap-client-notls",
+        &[
+            "-a",
+            "127.0.0.2",
+            "-m",
+            "get",
+            &format!("coap://127.0.0.1:{port}/bootstrap"),
+        ],
+        test,
+    )
+    .expect("installed");
+    assert_eq!(bootstrap.code.as_deref(), Some("2.05"), "{}", bootstrap.log);
+    let psk = bootstrap
+        .payload
+        .split(',')
+        .nth(1)
+        .expect("ICCID,PSK,URL")
+        .to_owned();
+    assert_eq!(psk.len(), 16);
+    let secure = coap_client(
+        "coap-client-openssl",
+        &[
+            "-a",
+            "127.0.0.2",
+            "-u",
+            "8988280666000000000",
+            "-k",
+            &psk,
+            "-m",
+            "post",
+            "-e",
+            "secure",
+            &format!("coaps://127.0.0.1:{coaps_port}/data?t=bin"),
+        ],
+        test,
+    )
+    .expect("installed");
+    assert_eq!(secure.code.as_deref(), Some("2.04"), "{}", secure.log);
+    assert_eq!(sub.wait_for_count(2, Duration::from_secs(5)).len(), 2);
+
     let status = Command::new("kill")
         .args(["-TERM", &pid.to_string()])
         .status()
@@ -126,6 +172,12 @@ fn serves_a_request_through_mosquitto_and_exits_0_on_sigterm() {
         "exit 0 on SIGTERM; log:\n{stderr}"
     );
     assert!(stderr.contains("shutting down"), "{stderr}");
+    assert!(
+        stderr.contains("PSK issued by /bootstrap"),
+        "the issue is logged: {stderr}"
+    );
+    assert!(stderr.contains("DTLS session established"), "{stderr}");
+    assert!(!stderr.contains(&psk), "a PSK in the log:\n{stderr}");
     let _ = std::fs::remove_dir_all(dir);
 }
 
