@@ -211,6 +211,16 @@ impl<T: DeviceDirectory + ?Sized> DeviceDirectory for Arc<T> {
     }
 }
 
+/// Which devices have had their one-time `DEVICE_FIRST_TIME_REGISTERED`
+/// event published (SPEC §2.3): once per device ever, surviving restarts.
+pub trait Registrations: Send + Sync {
+    /// Whether the device's first-time event was published; from memory.
+    fn is_registered(&self, iccid: &Iccid) -> bool;
+    /// Records that it was (the broker confirmed it), durably. The error
+    /// text says what failed; it never holds a secret.
+    fn mark_registered(&self, iccid: &Iccid, at: std::time::SystemTime) -> Result<(), String>;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

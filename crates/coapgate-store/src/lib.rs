@@ -77,6 +77,7 @@
 #![forbid(unsafe_code)]
 
 mod error;
+mod positions;
 mod psk;
 mod schema;
 mod url;
@@ -92,6 +93,7 @@ use coapgate_model::{Device, Iccid};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, TransactionBehavior, params};
 
 pub use error::{BoxError, StoreError};
+pub use positions::POSITIONS_KEPT;
 pub use psk::PskKeys;
 pub use schema::SCHEMA_VERSION;
 pub use view::{DeviceView, canonical_ip};
@@ -122,6 +124,7 @@ pub fn open(url: &str) -> Result<Store, StoreError> {
     let found = schema::migrate(&mut conn)?;
     let devices = all_devices(&conn)?;
     let psk_keys = PskKeys::load(&conn)?;
+    let tracking = positions::Tracking::load(&conn)?;
     let view = DeviceView::default();
     let count = devices.len();
     view.load(devices);
@@ -141,6 +144,7 @@ pub fn open(url: &str) -> Result<Store, StoreError> {
             conn: Mutex::new(conn),
             view,
             psk_keys,
+            tracking,
             described,
         }),
     })
@@ -191,6 +195,7 @@ struct Inner {
     conn: Mutex<Connection>,
     view: DeviceView,
     psk_keys: PskKeys,
+    tracking: Arc<positions::Tracking>,
     described: String,
 }
 
@@ -290,6 +295,7 @@ impl Store {
             // The PSK row went with it (ON DELETE CASCADE).
             self.inner.view.remove(iccid);
             self.inner.psk_keys.remove(iccid);
+            self.inner.tracking.forget(iccid);
             tracing::debug!(%iccid, "device removed");
         }
         Ok(removed)

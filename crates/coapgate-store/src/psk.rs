@@ -145,7 +145,7 @@ fn read(tx: &Connection, iccid: &Iccid) -> Result<Option<PskRecord>, StoreError>
         .transpose()
 }
 
-fn device_exists(tx: &Transaction<'_>, iccid: &Iccid) -> Result<bool, StoreError> {
+pub(crate) fn device_exists(tx: &Transaction<'_>, iccid: &Iccid) -> Result<bool, StoreError> {
     Ok(tx
         .query_row(
             "SELECT 1 FROM devices WHERE iccid = ?1",

@@ -16,6 +16,7 @@ use crate::error::Context;
 const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0001_devices.sql"),
     include_str!("../migrations/0002_psks.sql"),
+    include_str!("../migrations/0003_positions_registrations.sql"),
 ];
 
 /// The schema version this build creates and understands.
