@@ -1,4 +1,6 @@
-//! The JSON envelope coapgate publishes for every device message (SPEC §2.3).
+//! The JSON envelopes coapgate publishes (SPEC §2.3): [`telemetry`] for
+//! every device message, and the events [`translation_error`],
+//! [`location`] and [`first_time_registered`].
 //!
 //! ```json
 //! {"payload":{"type":"STRING","encoding":"base64","value":"SGVsbG8=","topic":"test"},
@@ -99,6 +101,112 @@ fn payload<'a>(body: Body<'a>, topic: Option<&'a str>) -> Payload<'a> {
     }
 }
 
+#[derive(Serialize)]
+struct ErrorDetail<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    message: &'static str,
+    description: &'a str,
+}
+
+#[derive(Serialize)]
+struct LocationDetail<'a> {
+    source: &'a str,
+    coordinates: [String; 2],
+    #[serde(rename = "sampleTime")]
+    sample_time: u64,
+}
+
+/// One event's own fields, then the fields every envelope shares.
+#[derive(Serialize)]
+struct Event<'a, T: Serialize> {
+    #[serde(flatten)]
+    detail: T,
+    received: String,
+    id: &'a str,
+    source: &'static str,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    version: &'static str,
+    device: DeviceRef<'a>,
+}
+
+fn event<T: Serialize>(meta: &Meta<'_>, kind: &'static str, detail: T) -> Vec<u8> {
+    let envelope = Event {
+        detail,
+        received: meta.received_ms.to_string(),
+        id: meta.id,
+        source: "COAP",
+        kind,
+        version: VERSION,
+        device: meta.device,
+    };
+    serde_json::to_vec(&envelope).unwrap_or_default()
+}
+
+/// The `ERROR` event for a payload a template could not translate; the raw
+/// payload travels inside, so nothing is lost (SPEC §2.3). Published on
+/// `{iccid}/error`.
+pub fn translation_error(meta: &Meta<'_>, description: &str, raw: &[u8]) -> Vec<u8> {
+    #[derive(Serialize)]
+    struct Detail<'a> {
+        error: ErrorDetail<'a>,
+        payload: Payload<'a>,
+    }
+    event(
+        meta,
+        "ERROR",
+        Detail {
+            error: ErrorDetail {
+                kind: "DEVICE",
+                message: "Translator[UserPayloadError]",
+                description,
+            },
+            payload: payload(Body::Binary(raw), None),
+        },
+    )
+}
+
+/// The `LOCATION` event for a position a template yielded (SPEC §2.3),
+/// published on `{iccid}/location`: coordinates longitude first, as exact
+/// decimal strings.
+pub fn location(meta: &Meta<'_>, position: &coapgate_location::Position) -> Vec<u8> {
+    #[derive(Serialize)]
+    struct Detail<'a> {
+        location: LocationDetail<'a>,
+    }
+    event(
+        meta,
+        "LOCATION",
+        Detail {
+            location: LocationDetail {
+                source: position.source(),
+                coordinates: [
+                    coapgate_location::coordinate(position.longitude()),
+                    coapgate_location::coordinate(position.latitude()),
+                ],
+                sample_time: position.sample_time(),
+            },
+        },
+    )
+}
+
+/// The `LIFECYCLE` event `DEVICE_FIRST_TIME_REGISTERED`, once per device
+/// ever (SPEC §2.3), published on `{iccid}/lifecycle`.
+pub fn first_time_registered(meta: &Meta<'_>) -> Vec<u8> {
+    #[derive(Serialize)]
+    struct Detail {
+        event: &'static str,
+    }
+    event(
+        meta,
+        "LIFECYCLE",
+        Detail {
+            event: "DEVICE_FIRST_TIME_REGISTERED",
+        },
+    )
+}
+
 /// The `TELEMETRY_DATA` envelope for a device message; `topic` is the
 /// device's `t`, present only when it gave one.
 pub fn telemetry(meta: &Meta<'_>, topic: Option<&str>, body: Body<'_>) -> Vec<u8> {
@@ -166,6 +274,43 @@ mod tests {
             v["payload"],
             json!({"type":"JSON","value":{"Temperature":26}})
         );
+    }
+
+    #[test]
+    fn the_error_event_carries_the_error_text_and_the_raw_payload() {
+        let bytes = translation_error(
+            &meta(),
+            "Asset path:Humidity, Error: can't extract [2:4] from 2 bytes",
+            &[0x00, 0x1a],
+        );
+        let text = std::str::from_utf8(&bytes).unwrap();
+        assert!(text.starts_with(r#"{"error":{"type":"DEVICE","message":"Translator[UserPayloadError]","description":"Asset path:Humidity, Error: can't extract [2:4] from 2 bytes"},"payload":{"type":"STRING","encoding":"base64","value":"ABo="},"received":"1700000000123","#), "{text}");
+        let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(v["type"], "ERROR");
+        assert_eq!(v["source"], "COAP");
+        assert_eq!(v["device"]["iccid"], "8988280666000000000");
+    }
+
+    #[test]
+    fn the_location_event_has_string_coordinates_longitude_first() {
+        let p =
+            coapgate_location::Position::new(13.404954, 52.520008, "GPS", 1_700_000_000).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&location(&meta(), &p)).unwrap();
+        assert_eq!(
+            v["location"],
+            json!({"source":"GPS","coordinates":["13.404954","52.520008"],"sampleTime":1700000000})
+        );
+        assert_eq!(v["type"], "LOCATION");
+        assert_eq!(v["id"], meta().id);
+    }
+
+    #[test]
+    fn the_lifecycle_event() {
+        let v: serde_json::Value = serde_json::from_slice(&first_time_registered(&meta())).unwrap();
+        assert_eq!(v["type"], "LIFECYCLE");
+        assert_eq!(v["event"], "DEVICE_FIRST_TIME_REGISTERED");
+        assert_eq!(v["version"], "1.0.0");
+        assert_eq!(v["device"]["imsi"], "901405100000000");
     }
 
     #[test]
