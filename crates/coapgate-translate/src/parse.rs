@@ -500,14 +500,14 @@ fn case_value(value: &Value, kind: Kind, path: &str) -> Result<CaseValue> {
         (Kind::Int | Kind::Uint | Kind::Boolean, None, Value::String(text)) => Err(switch_error(
             path,
             format!(
-                "case \"{text}\" is a string, the switch reads a {}: use an integer",
+                "case \"{text}\" is a string but the switch's type is {}: use an integer",
                 kind.name()
             ),
         )),
         (Kind::String | Kind::Hex, Some(n), _) => Err(switch_error(
             path,
             format!(
-                "case {n} is an integer, the switch reads a {}: use a string",
+                "case {n} is an integer but the switch's type is {}: use a string",
                 kind.name()
             ),
         )),
