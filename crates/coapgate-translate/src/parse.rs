@@ -148,9 +148,11 @@ fn known_keys(object: &Map<String, Value>, path: &str, allowed: &[&str], what: &
     }
 }
 
+/// `path.key`; a key of the template itself is its own path (`template`
+/// for the empty key).
 fn join(path: &str, key: &str) -> String {
     if path.is_empty() {
-        key.to_owned()
+        if key.is_empty() { ROOT } else { key }.to_owned()
     } else {
         format!("{path}.{key}")
     }
