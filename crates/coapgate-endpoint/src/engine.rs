@@ -2,9 +2,11 @@
 //! resource's work lives in a submodule.
 
 mod bootstrap;
+mod location;
+mod publish;
 mod telemetry;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
@@ -14,13 +16,17 @@ use coapgate_codec::{self as codec, MessageClass, MessageType, Packet, RequestTy
 use coapgate_exchange::{
     DedupCache, Lookup, MessageIds, MessageKind, Retransmissions, RetransmitEvent, Ticket,
 };
-use coapgate_model::{Device, DeviceDirectory, Iccid};
+use coapgate_location::PositionStore;
+use coapgate_model::{Device, DeviceDirectory, Iccid, Registrations};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
 use crate::response::{Response, code_label, has_89_before_payload};
 use crate::stats::{EndpointStats, RequestKey};
-use crate::{EndpointConfig, Link, Publish, PublishId, PublishResult, SessionId, Transmit};
+use crate::{
+    EndpointConfig, Link, Publish, PublishId, PublishResult, SessionId, TemplateSource, Transmit,
+};
+use publish::{Owner, RequestId};
 
 use codec::option_number::{PROXY_SCHEME, PROXY_URI};
 
@@ -35,6 +41,8 @@ enum Resource {
     Telemetry,
     /// `/bootstrap`.
     Bootstrap,
+    /// `/location`.
+    Location,
     /// Anything else.
     Unknown,
 }
@@ -44,6 +52,7 @@ impl Resource {
         match segments {
             [] | [b"data"] => Resource::Telemetry,
             [b"bootstrap"] => Resource::Bootstrap,
+            [b"location"] => Resource::Location,
             _ => Resource::Unknown,
         }
     }
@@ -52,6 +61,7 @@ impl Resource {
         match self {
             Resource::Telemetry => "telemetry",
             Resource::Bootstrap => "bootstrap",
+            Resource::Location => "location",
             Resource::Unknown => "unknown",
         }
     }
@@ -95,6 +105,8 @@ struct Pending {
     resource: Resource,
     /// The empty ACK went out: the answer goes as a separate response.
     acknowledged: bool,
+    /// Publishes not yet confirmed.
+    outstanding: usize,
 }
 
 /// The sans-IO engine. See the [crate docs](crate) for the contract.
@@ -103,6 +115,11 @@ pub struct Endpoint {
     devices: Arc<dyn DeviceDirectory>,
     psks: Option<Arc<dyn PskStore>>,
     psk_generator: Box<dyn PskGenerator>,
+    positions: Option<Arc<dyn PositionStore>>,
+    registrations: Option<Arc<dyn Registrations>>,
+    templates: Option<Arc<dyn TemplateSource>>,
+    /// Devices whose registration event is on its way to the broker.
+    registering: HashSet<Iccid>,
     sessions: HashMap<SessionId, Iccid>,
     broker_connected: bool,
     dedup: DedupCache<Link>,
@@ -110,10 +127,14 @@ pub struct Endpoint {
     message_ids: MessageIds,
     rng: SmallRng,
     next_publish: PublishId,
-    pending: HashMap<PublishId, Pending>,
-    /// (instant, publish): when to switch a CON to a separate response.
+    next_request: RequestId,
+    /// Every publish handed out and not yet resolved, and who waits for it.
+    owners: HashMap<PublishId, Owner>,
+    /// Requests waiting for the broker.
+    pending: HashMap<RequestId, Pending>,
+    /// (instant, request): when to switch a CON to a separate response.
     /// FIFO because the window is constant and time only moves forward.
-    piggyback_timers: VecDeque<(Instant, PublishId)>,
+    piggyback_timers: VecDeque<(Instant, RequestId)>,
     /// (instant, publish): when to give up on the broker (5.04). FIFO too.
     deadline_timers: VecDeque<(Instant, PublishId)>,
     transmits: VecDeque<Transmit>,
@@ -141,9 +162,15 @@ impl Endpoint {
             devices,
             psks: None,
             psk_generator: Box::new(OsPskGenerator),
+            positions: None,
+            registrations: None,
+            templates: None,
+            registering: HashSet::new(),
             sessions: HashMap::new(),
             broker_connected: false,
             next_publish: 0,
+            next_request: 0,
+            owners: HashMap::new(),
             pending: HashMap::new(),
             piggyback_timers: VecDeque::new(),
             deadline_timers: VecDeque::new(),
@@ -157,6 +184,26 @@ impl Endpoint {
     /// Serves `/bootstrap` from this PSK store.
     pub fn with_psk_store(mut self, psks: Arc<dyn PskStore>) -> Self {
         self.psks = Some(psks);
+        self
+    }
+
+    /// Serves `/location` from, and records template positions in, this
+    /// store.
+    pub fn with_positions(mut self, positions: Arc<dyn PositionStore>) -> Self {
+        self.positions = Some(positions);
+        self
+    }
+
+    /// Publishes each device's `DEVICE_FIRST_TIME_REGISTERED` event once,
+    /// remembered here.
+    pub fn with_registrations(mut self, registrations: Arc<dyn Registrations>) -> Self {
+        self.registrations = Some(registrations);
+        self
+    }
+
+    /// Translates telemetry with the active template from this source.
+    pub fn with_templates(mut self, templates: Arc<dyn TemplateSource>) -> Self {
+        self.templates = Some(templates);
         self
     }
 
@@ -176,7 +223,7 @@ impl Endpoint {
     pub fn stats(&self) -> EndpointStats {
         let mut stats = self.stats.clone();
         stats.dedup = self.dedup.stats();
-        stats.pending_publishes = self.pending.len();
+        stats.pending_publishes = self.owners.len();
         stats
     }
 
@@ -281,6 +328,7 @@ impl Endpoint {
         let Some(device) = self.authorised_device(request.from) else {
             return Outcome::code(ResponseType::Unauthorized);
         };
+        self.register_if_new(request, &device);
         // 4. Critical options we do not recognise.
         if let Some(number) = codec::unrecognised_critical_option(packet, &[]) {
             tracing::debug!(peer = %request.from.addr(), option = number, "unrecognised critical option");
@@ -307,7 +355,8 @@ impl Endpoint {
             (Resource::Bootstrap, MessageClass::Request(RequestType::Get)) => {
                 self.bootstrap(request, &device)
             }
-            (Resource::Telemetry | Resource::Bootstrap, _) => {
+            (Resource::Location, MessageClass::Request(RequestType::Get)) => self.location(&device),
+            (Resource::Telemetry | Resource::Bootstrap | Resource::Location, _) => {
                 Outcome::code(ResponseType::MethodNotAllowed)
             }
         }
@@ -325,10 +374,31 @@ impl Endpoint {
         }
     }
 
-    /// The broker's verdict on a publish. Unknown or already answered IDs
+    /// The broker's verdict on a publish. Unknown or already resolved IDs
     /// (a confirmation after the deadline) are ignored.
     pub fn handle_publish_result(&mut self, now: Instant, id: PublishId, result: PublishResult) {
-        let Some(pending) = self.pending.remove(&id) else {
+        let Some(owner) = self.owners.remove(&id) else {
+            return;
+        };
+        let request_id = match owner {
+            Owner::Registration { iccid, wall } => {
+                self.registration_result(iccid, wall, result == PublishResult::Confirmed);
+                return;
+            }
+            Owner::Request(request_id) => request_id,
+        };
+        // A request is answered when all its publishes are confirmed, or at
+        // its first failure (later results for it find nothing here).
+        let Some(waiting) = self.pending.get_mut(&request_id) else {
+            return;
+        };
+        if result == PublishResult::Confirmed {
+            waiting.outstanding = waiting.outstanding.saturating_sub(1);
+            if waiting.outstanding > 0 {
+                return;
+            }
+        }
+        let Some(pending) = self.pending.remove(&request_id) else {
             return;
         };
         let response = Response::new(match result {
@@ -389,7 +459,7 @@ impl Endpoint {
                 break;
             }
             self.deadline_timers.pop_front();
-            if self.pending.contains_key(&id) {
+            if self.owners.contains_key(&id) {
                 self.handle_publish_result(now, id, PublishResult::TimedOut);
             }
         }

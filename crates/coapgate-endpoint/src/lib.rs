@@ -70,7 +70,7 @@ mod types;
 pub use config::{BootstrapConfig, EndpointConfig, PayloadFormat};
 pub use engine::Endpoint;
 pub use stats::{EndpointStats, RequestKey};
-pub use types::{Link, Publish, PublishId, PublishResult, SessionId, Transmit};
+pub use types::{Link, Publish, PublishId, PublishResult, SessionId, TemplateSource, Transmit};
 
 /// The CoAP codec this engine speaks, re-exported for drivers and tests.
 pub use coapgate_codec as codec;

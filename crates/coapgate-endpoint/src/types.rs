@@ -67,3 +67,20 @@ pub enum PublishResult {
     /// Sent, but not confirmed by the deadline: answer 5.04.
     TimedOut,
 }
+
+/// Where the engine gets the active CoAP template (SPEC §5): `None` when
+/// there is none or it is INACTIVE. Called once per telemetry message, so
+/// implementations answer from memory.
+pub trait TemplateSource: Send + Sync {
+    /// The template to translate with now.
+    fn active_template(&self) -> Option<std::sync::Arc<coapgate_translate::Template>>;
+}
+
+impl<F> TemplateSource for F
+where
+    F: Fn() -> Option<std::sync::Arc<coapgate_translate::Template>> + Send + Sync,
+{
+    fn active_template(&self) -> Option<std::sync::Arc<coapgate_translate::Template>> {
+        self()
+    }
+}

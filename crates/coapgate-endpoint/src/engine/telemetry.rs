@@ -1,16 +1,17 @@
 //! `POST /` and `POST /data`: telemetry to the broker (SPEC §2.2).
 
 use coapgate_codec::{self as codec, CoapOption, ResponseType};
-use coapgate_envelope::{Body, DeviceRef, Meta};
-use coapgate_exchange::MessageKind;
+use coapgate_envelope::Body;
 use coapgate_model::Device;
 use coapgate_topic::Topic;
-use rand::Rng;
-use std::time::UNIX_EPOCH;
 
-use super::{Endpoint, Outcome, Pending, Request};
+use coapgate_location::{GPS, Position};
+use coapgate_translate::Translation;
+
+use super::publish::{self, Owner};
+use super::{Endpoint, Outcome, Request};
+use crate::PayloadFormat;
 use crate::response::Response;
-use crate::{PayloadFormat, Publish};
 use codec::option_number::{LOCATION_QUERY, URI_QUERY};
 
 /// Max-Age (seconds) on a 5.03 when too many publishes are pending.
@@ -40,71 +41,91 @@ impl Endpoint {
         if !self.broker_connected {
             return Outcome::code(ResponseType::BadGateway);
         }
-        if self.pending.len() >= self.config.max_pending {
+        // Translate first: it decides how many messages go to the broker.
+        let template = match self.config.payload_format {
+            PayloadFormat::Envelope => self.templates.as_ref().and_then(|t| t.active_template()),
+            // Raw means the device's bytes unchanged (docs/decisions.md).
+            PayloadFormat::Raw => None,
+        };
+        let translated = template.map(|t| t.translate(&packet.payload));
+        let position = match &translated {
+            Some(Ok(Translation {
+                location: Some(c), ..
+            })) => {
+                let sample_time = publish::epoch_ms(request.wall) / 1000;
+                match Position::new(c.longitude, c.latitude, GPS, sample_time) {
+                    Ok(position) => Some(position),
+                    Err(error) => {
+                        tracing::debug!(iccid = %device.iccid, %error, "template position not recorded");
+                        None
+                    }
+                }
+            }
+            _ => None,
+        };
+        let needed = 1 + usize::from(position.is_some());
+        if !self.has_room_for(needed) {
             return Outcome::Respond(
                 Response::new(ResponseType::ServiceUnavailable)
                     .with_uint_option(CoapOption::MaxAge, OVERLOAD_MAX_AGE),
             );
         }
-        self.publish(request, device, topic.as_ref());
+        let request_id = self.next_request_id();
+        let owner = || Owner::Request(request_id);
+        let t = topic.as_ref().map(Topic::as_str);
+        let (topic_name, payload) = match &translated {
+            None if self.config.payload_format == PayloadFormat::Raw => (
+                self.publish_topic(device, topic.as_ref()),
+                packet.payload.clone(),
+            ),
+            None => {
+                let body = Body::Binary(&packet.payload);
+                let payload = self.envelope(request, device, |m| {
+                    coapgate_envelope::telemetry(m, t, body)
+                });
+                (self.publish_topic(device, topic.as_ref()), payload)
+            }
+            Some(Ok(translation)) => {
+                let body = Body::Json(&translation.value);
+                let payload = self.envelope(request, device, |m| {
+                    coapgate_envelope::telemetry(m, t, body)
+                });
+                (self.publish_topic(device, topic.as_ref()), payload)
+            }
+            // No telemetry: an ERROR event with the raw payload, and the
+            // device still gets 2.04 once it is at the broker.
+            Some(Err(error)) => {
+                let description = error.to_string();
+                let payload = self.envelope(request, device, |m| {
+                    coapgate_envelope::translation_error(m, &description, &packet.payload)
+                });
+                (format!("{}/error", device.iccid), payload)
+            }
+        };
+        self.enqueue_publish(request.now, owner(), topic_name, payload);
+        if let Some(position) = position {
+            let event = self.envelope(request, device, |m| {
+                coapgate_envelope::location(m, &position)
+            });
+            self.enqueue_publish(
+                request.now,
+                owner(),
+                format!("{}/location", device.iccid),
+                event,
+            );
+            if let Some(positions) = &self.positions {
+                positions.record(&device.iccid, position);
+            }
+        }
+        self.await_broker(request_id, request, needed);
         Outcome::Pending
     }
 
-    fn publish(&mut self, request: &Request<'_>, device: &Device, topic: Option<&Topic>) {
-        let packet = request.packet;
-        let id = self.next_publish;
-        self.next_publish += 1;
-        let payload = match self.config.payload_format {
-            PayloadFormat::Raw => packet.payload.clone(),
-            PayloadFormat::Envelope => {
-                let message_id = uuid::Builder::from_random_bytes(self.rng.random()).into_uuid();
-                let mut id_text = uuid::Uuid::encode_buffer();
-                let meta = Meta {
-                    id: message_id.hyphenated().encode_lower(&mut id_text),
-                    received_ms: request
-                        .wall
-                        .duration_since(UNIX_EPOCH)
-                        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
-                    device: DeviceRef {
-                        iccid: device.iccid.as_str(),
-                        ip: request.from.addr().ip().to_canonical(),
-                        imsi: device.imsi.as_ref().map(|i| i.as_str()),
-                    },
-                };
-                coapgate_envelope::telemetry(
-                    &meta,
-                    topic.map(Topic::as_str),
-                    Body::Binary(&packet.payload),
-                )
-            }
-        };
-        let deadline = request.now + self.config.publish_timeout;
-        self.publishes.push_back(Publish {
-            id,
-            topic: self.config.topics.render(
-                device.iccid.as_str(),
-                device.imsi.as_ref().map(|i| i.as_str()),
-                topic,
-            ),
-            payload,
-            deadline,
-        });
-        self.pending.insert(
-            id,
-            Pending {
-                link: request.from,
-                message_id: packet.header.message_id,
-                ticket: request.ticket,
-                token: packet.get_token().to_vec(),
-                kind: request.kind,
-                resource: request.resource,
-                acknowledged: false,
-            },
-        );
-        if request.kind == MessageKind::Confirmable {
-            self.piggyback_timers
-                .push_back((request.now + self.config.piggyback_window, id));
-        }
-        self.deadline_timers.push_back((deadline, id));
+    fn publish_topic(&self, device: &Device, topic: Option<&Topic>) -> String {
+        self.config.topics.render(
+            device.iccid.as_str(),
+            device.imsi.as_ref().map(|i| i.as_str()),
+            topic,
+        )
     }
 }

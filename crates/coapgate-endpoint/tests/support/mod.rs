@@ -65,6 +65,42 @@ impl PskStore for Psks {
     }
 }
 
+/// Positions in memory.
+#[derive(Default, Clone)]
+pub struct Positions(pub Arc<RwLock<HashMap<Iccid, coapgate_location::Position>>>);
+
+impl coapgate_location::PositionStore for Positions {
+    fn latest(&self, iccid: &Iccid) -> Option<coapgate_location::Position> {
+        self.0.read().unwrap().get(iccid).cloned()
+    }
+    fn record(&self, iccid: &Iccid, position: coapgate_location::Position) {
+        self.0.write().unwrap().insert(iccid.clone(), position);
+    }
+}
+
+/// Registrations in memory; `fail` makes recording fail.
+#[derive(Default, Clone)]
+pub struct Registered {
+    pub devices: Arc<RwLock<std::collections::HashSet<Iccid>>>,
+    pub fail: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl coapgate_model::Registrations for Registered {
+    fn is_registered(&self, iccid: &Iccid) -> bool {
+        self.devices.read().unwrap().contains(iccid)
+    }
+    fn mark_registered(&self, iccid: &Iccid, _at: SystemTime) -> Result<(), String> {
+        if self.fail.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err("disk full".into());
+        }
+        self.devices.write().unwrap().insert(iccid.clone());
+        Ok(())
+    }
+}
+
+/// The active template, changeable while the engine runs.
+pub type ActiveTemplate = Arc<RwLock<Option<Arc<coapgate_translate::Template>>>>;
+
 /// Generates `PSK0000000000001`, `PSK0000000000002`, …
 pub struct CountingPsks(pub u32);
 
@@ -86,6 +122,9 @@ pub struct World {
     pub endpoint: Endpoint,
     pub devices: Devices,
     pub psks: Psks,
+    pub positions: Positions,
+    pub registered: Registered,
+    pub template: ActiveTemplate,
     pub start: Instant,
     pub now: Instant,
     pub wall: SystemTime,
@@ -112,15 +151,32 @@ impl World {
         let devices = Devices::default();
         devices.add(ICCID, "127.0.0.2", DeviceStatus::Active);
         let psks = Psks::default();
+        let positions = Positions::default();
+        let registered = Registered::default();
+        // Existing tests are about other things: the device counts as
+        // registered already unless a test says otherwise.
+        registered
+            .devices
+            .write()
+            .unwrap()
+            .insert(ICCID.parse().unwrap());
+        let template: ActiveTemplate = Arc::default();
+        let source = template.clone();
         let mut endpoint = Endpoint::new(config, Arc::new(devices.clone()))
             .with_psk_store(Arc::new(psks.clone()))
-            .with_psk_generator(Box::new(CountingPsks(0)));
+            .with_psk_generator(Box::new(CountingPsks(0)))
+            .with_positions(Arc::new(positions.clone()))
+            .with_registrations(Arc::new(registered.clone()))
+            .with_templates(Arc::new(move || source.read().unwrap().clone()));
         endpoint.handle_broker_state(true);
         let start = Instant::now();
         Self {
             endpoint,
             devices,
             psks,
+            positions,
+            registered,
+            template,
             start,
             now: start,
             wall: SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_000_123),
@@ -136,6 +192,20 @@ impl World {
         while let Some(p) = self.endpoint.poll_publish() {
             self.published.push(p);
         }
+    }
+
+    /// Makes `json` the active template.
+    pub fn set_template(&self, json: &str) {
+        let template = coapgate_translate::Template::parse_str(json).unwrap();
+        *self.template.write().unwrap() = Some(Arc::new(template));
+    }
+
+    /// Confirms every publish not yet confirmed; returns what the engine sent.
+    pub fn confirm_all(&mut self) -> Vec<Vec<u8>> {
+        let ids: Vec<u64> = self.published.iter().map(|p| p.id).collect();
+        ids.into_iter()
+            .flat_map(|id| self.broker(id, PublishResult::Confirmed))
+            .collect()
     }
 
     /// Deliver a datagram to the engine; returns what it sent in reply.
