@@ -31,6 +31,22 @@
 //!
 //! coapgate only answers devices it knows: [`device_config`] prints the
 //! `[[device]]` blocks for the same addresses.
+//!
+//! # CoAPS
+//!
+//! With [`LoadConfig::dtls`] set, every device is a DTLS 1.2 PSK client
+//! (OpenSSL's, with the device's ICCID as PSK identity and
+//! [`device_psk`] or one common key; [`dtls_device_config`] prints the
+//! `[[device]]` blocks with `psk = "…"`). Two measurements:
+//!
+//! - [`DtlsOptions::handshakes`] `= Some(n)`: `n` fresh full handshakes over
+//!   all devices, each from a new socket (new source port) and closed with
+//!   close_notify; the [`Report`] gives handshakes/s and their latency.
+//! - otherwise one session per device is established first (at most
+//!   [`DtlsOptions::parallel_handshakes`] at once), then the requests run
+//!   over those sessions exactly as in plain mode, and the sessions are
+//!   closed with close_notify at the end. Throughput and latency count the
+//!   request phase only.
 
 #![forbid(unsafe_code)]
 
@@ -44,6 +60,10 @@ use std::time::Duration;
 use coapgate_codec::{self as codec, CoapOption, MessageClass, MessageType, Packet, RequestType};
 use tokio::net::UdpSocket;
 use tokio::time::Instant;
+
+mod dtls;
+
+pub use dtls::{DEFAULT_CIPHER, DtlsOptions, device_psk};
 
 /// The address of device 0; device `i` is this address plus `i`.
 pub const FIRST_DEVICE_IP: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 2);
@@ -130,6 +150,21 @@ pub fn device_config(devices: usize) -> Result<String, LoadError> {
     Ok(text)
 }
 
+/// Like [`device_config`], each block with the device's PSK for CoAPS:
+/// `psk` when given (one key for all), else [`device_psk`]`(i)`.
+pub fn dtls_device_config(devices: usize, psk: Option<&str>) -> Result<String, LoadError> {
+    let mut text = String::new();
+    for index in 0..devices {
+        text.push_str(&format!(
+            "[[device]]\niccid = \"{}\"\nip = \"{}\"\npsk = {}\n",
+            device_iccid(index),
+            device_ip(index)?,
+            dtls::toml_string(&dtls::key_of(psk, index))
+        ));
+    }
+    Ok(text)
+}
+
 /// RFC 7252 §4.8 transmission parameters of the simulated devices.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Transmission {
@@ -186,6 +221,12 @@ pub struct LoadConfig {
     /// How long to wait for a response after an empty ACK, or after a NON
     /// request; `None`: MAX_TRANSMIT_WAIT.
     pub response_timeout: Option<Duration>,
+    /// `Some`: CoAPS, `target` is coapgate's DTLS address.
+    pub dtls: Option<DtlsOptions>,
+    /// The server's process ID, when it runs on this host: its CPU time and
+    /// memory are read from `/proc/PID/{stat,status}` at the start, once
+    /// the sessions are established, and at the end ([`Report::server`]).
+    pub server_pid: Option<u32>,
 }
 
 impl Default for LoadConfig {
@@ -201,6 +242,8 @@ impl Default for LoadConfig {
             rate: None,
             transmission: Transmission::default(),
             response_timeout: None,
+            dtls: None,
+            server_pid: None,
         }
     }
 }
@@ -222,6 +265,21 @@ impl LoadConfig {
         }
         if self.transmission.ack_timeout.is_zero() || self.transmission.max_retransmit > 20 {
             return fail("ack_timeout above 0 and max_retransmit at most 20");
+        }
+        if let Some(dtls) = &self.dtls {
+            if dtls.parallel_handshakes == 0 || dtls.handshake_timeout.is_zero() {
+                return fail("parallel handshakes and the handshake timeout above 0");
+            }
+            if !(256..=16_384).contains(&dtls.mtu) {
+                return fail("DTLS MTU must be 256..=16384");
+            }
+            if dtls
+                .psk
+                .as_ref()
+                .is_some_and(|k| k.is_empty() || k.len() > 256)
+            {
+                return fail("a PSK is 1 to 256 bytes");
+            }
         }
         device_ip(self.devices - 1).map(|_| ())
     }
@@ -257,6 +315,75 @@ pub struct Report {
     pub elapsed: Duration,
     /// Latency of every response, first transmission to response, sorted.
     pub latencies: Vec<Duration>,
+    /// A CoAPS run: the handshake fields below mean something.
+    pub dtls: bool,
+    /// DTLS handshakes that completed.
+    pub handshakes: u64,
+    /// Failed handshakes by reason (OpenSSL's reason text, or `handshake
+    /// timeout`).
+    pub handshake_failures: BTreeMap<String, u64>,
+    /// Wall time of the handshakes (the whole run in the handshake
+    /// benchmark; before the requests otherwise).
+    pub handshake_elapsed: Duration,
+    /// Latency of every completed handshake, sorted.
+    pub handshake_latencies: Vec<Duration>,
+    /// Sessions the server closed (close_notify or a fatal alert) while
+    /// requests were running over them.
+    pub sessions_lost: u64,
+    /// The server process at the start, after the handshakes (sessions
+    /// open), and at the end; with [`LoadConfig::server_pid`] only.
+    pub server: Option<[ProcSample; 3]>,
+}
+
+/// CPU time and memory of a process, from `/proc`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ProcSample {
+    /// utime + stime, in clock ticks (USER_HZ, 100 per second on Linux).
+    pub cpu_ticks: u64,
+    /// VmRSS, KiB.
+    pub rss_kib: u64,
+    /// VmHWM (peak RSS so far), KiB.
+    pub hwm_kib: u64,
+}
+
+/// USER_HZ: the unit of `/proc/PID/stat` times, fixed at 100 by the Linux
+/// ABI.
+const USER_HZ: f64 = 100.0;
+
+impl ProcSample {
+    /// Reads process `pid`; `None` when it is not there (or not Linux).
+    pub fn read(pid: u32) -> Option<Self> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // After the parenthesised command name: state is field 3, utime 14,
+        // stime 15.
+        let rest = &stat[stat.rfind(')')? + 2..];
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let utime: u64 = fields.get(11)?.parse().ok()?;
+        let stime: u64 = fields.get(12)?.parse().ok()?;
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        let kib = |key: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(key))
+                .and_then(|v| v.split_whitespace().next())
+                .and_then(|v| v.parse().ok())
+        };
+        Some(Self {
+            cpu_ticks: utime + stime,
+            rss_kib: kib("VmRSS:")?,
+            hwm_kib: kib("VmHWM:")?,
+        })
+    }
+}
+
+/// The value at percentile `p` (0 to 100, nearest rank) of sorted `values`.
+fn nearest_rank(values: &[Duration], p: f64) -> Option<Duration> {
+    let n = values.len();
+    if n == 0 {
+        return None;
+    }
+    let rank = ((p / 100.0) * n as f64).ceil() as usize;
+    values.get(rank.clamp(1, n) - 1).copied()
 }
 
 impl Report {
@@ -283,18 +410,34 @@ impl Report {
     /// The latency at percentile `p` (0 to 100, nearest rank); `None`
     /// without responses.
     pub fn percentile(&self, p: f64) -> Option<Duration> {
-        let n = self.latencies.len();
-        if n == 0 {
-            return None;
+        nearest_rank(&self.latencies, p)
+    }
+
+    /// Handshake latency at percentile `p`; `None` without handshakes.
+    pub fn handshake_percentile(&self, p: f64) -> Option<Duration> {
+        nearest_rank(&self.handshake_latencies, p)
+    }
+
+    /// Failed DTLS handshakes, any reason.
+    pub fn handshakes_failed(&self) -> u64 {
+        self.handshake_failures.values().sum()
+    }
+
+    /// Completed handshakes per second of handshaking.
+    pub fn handshake_rate(&self) -> f64 {
+        let secs = self.handshake_elapsed.as_secs_f64();
+        if secs > 0.0 {
+            self.handshakes as f64 / secs
+        } else {
+            0.0
         }
-        let rank = ((p / 100.0) * n as f64).ceil() as usize;
-        self.latencies.get(rank.clamp(1, n) - 1).copied()
     }
 
     /// The report as JSON (latencies in microseconds).
     pub fn to_json(&self) -> serde_json::Value {
         let us = |p: f64| self.percentile(p).map(|d| d.as_micros() as u64);
-        serde_json::json!({
+        let hs = |p: f64| self.handshake_percentile(p).map(|d| d.as_micros() as u64);
+        let mut json = serde_json::json!({
             "sent": self.sent,
             "answered": self.answered(),
             "responses": self.responses,
@@ -315,7 +458,47 @@ impl Report {
                 "p99": us(99.0),
                 "max": us(100.0),
             },
-        })
+        });
+        if let Some([start, established, end]) = self.server {
+            let cpu = |a: ProcSample, b: ProcSample| {
+                b.cpu_ticks.saturating_sub(a.cpu_ticks) as f64 / USER_HZ
+            };
+            let per = |seconds: f64, n: u64| (n > 0).then(|| seconds * 1e6 / n as f64);
+            let handshake_cpu = cpu(start, established);
+            let request_cpu = cpu(established, end);
+            json["server"] = serde_json::json!({
+                "cpu_s": cpu(start, end),
+                "handshake_phase_cpu_s": handshake_cpu,
+                "request_phase_cpu_s": request_cpu,
+                "cpu_us_per_handshake": per(handshake_cpu, self.handshakes),
+                "cpu_us_per_request": per(request_cpu, self.answered()),
+                "rss_kib_start": start.rss_kib,
+                "rss_kib_established": established.rss_kib,
+                "hwm_kib_end": end.hwm_kib,
+                // Sessions stay open only when requests run over them.
+                "rss_bytes_per_session": if self.sent == 0 { None } else { per(
+                    (established.rss_kib.saturating_sub(start.rss_kib) * 1024) as f64 / 1e6,
+                    self.handshakes
+                ) },
+            });
+        }
+        if self.dtls {
+            json["dtls"] = serde_json::json!({
+                "handshakes": self.handshakes,
+                "handshakes_failed": self.handshakes_failed(),
+                "handshake_failures": self.handshake_failures,
+                "handshake_elapsed_s": self.handshake_elapsed.as_secs_f64(),
+                "handshakes_per_s": self.handshake_rate(),
+                "handshake_latency_us": {
+                    "p50": hs(50.0),
+                    "p90": hs(90.0),
+                    "p99": hs(99.0),
+                    "max": hs(100.0),
+                },
+                "sessions_lost": self.sessions_lost,
+            });
+        }
+        json
     }
 
     fn merge(&mut self, other: DeviceStats) {
@@ -338,7 +521,16 @@ impl Report {
         self.duplicates += other.duplicates;
         self.unexpected += other.unexpected;
         self.io_errors += other.io_errors;
+        self.sessions_lost += other.sessions_lost;
         self.latencies.extend(other.latencies);
+    }
+
+    fn merge_handshakes(&mut self, other: HandshakeStats) {
+        self.handshakes += other.ok;
+        for (reason, count) in other.failures {
+            *self.handshake_failures.entry(reason).or_default() += count;
+        }
+        self.handshake_latencies.extend(other.latencies);
     }
 }
 
@@ -353,6 +545,35 @@ impl fmt::Display for Report {
             self.percentile(p)
                 .map_or_else(|| "-".to_owned(), |d| d.as_micros().to_string())
         };
+        if self.dtls {
+            let hs = |p: f64| {
+                self.handshake_percentile(p)
+                    .map_or_else(|| "-".to_owned(), |d| d.as_micros().to_string())
+            };
+            let failures: Vec<String> = self
+                .handshake_failures
+                .iter()
+                .map(|(reason, n)| format!("{reason}: {n}"))
+                .collect();
+            writeln!(
+                f,
+                "DTLS handshakes     {} ok, {} failed ({}) in {:.3} s: {:.0}/s",
+                self.handshakes,
+                self.handshakes_failed(),
+                failures.join(", "),
+                self.handshake_elapsed.as_secs_f64(),
+                self.handshake_rate()
+            )?;
+            writeln!(
+                f,
+                "handshake µs        p50 {}  p90 {}  p99 {}  max {}",
+                hs(50.0),
+                hs(90.0),
+                hs(99.0),
+                hs(100.0)
+            )?;
+            writeln!(f, "sessions lost       {}", self.sessions_lost)?;
+        }
         writeln!(f, "requests sent       {}", self.sent)?;
         writeln!(
             f,
@@ -396,14 +617,47 @@ impl fmt::Display for Report {
 /// given up, or after `config.duration`, whichever comes first.
 pub async fn run(config: &LoadConfig) -> Result<Report, LoadError> {
     config.validate()?;
-    let mut sockets = Vec::with_capacity(config.devices);
-    for index in 0..config.devices {
-        let addr = SocketAddr::new(IpAddr::V4(device_ip(index)?), 0);
-        let socket = UdpSocket::bind(addr)
-            .await
-            .map_err(|source| LoadError::Bind { addr, source })?;
-        sockets.push(socket);
+    let sample = || config.server_pid.and_then(ProcSample::read);
+    let start = sample();
+    let mut report = run_phases(config, sample).await?;
+    if let (Some(start), Some(end)) = (start, sample()) {
+        report.server = Some([start, report.server.map_or(start, |s| s[1]), end]);
     }
+    Ok(report)
+}
+
+async fn run_phases(
+    config: &LoadConfig,
+    sample: impl Fn() -> Option<ProcSample>,
+) -> Result<Report, LoadError> {
+    match &config.dtls {
+        None => {
+            let mut links = Vec::with_capacity(config.devices);
+            for index in 0..config.devices {
+                let addr = SocketAddr::new(IpAddr::V4(device_ip(index)?), 0);
+                let socket = UdpSocket::bind(addr)
+                    .await
+                    .map_err(|source| LoadError::Bind { addr, source })?;
+                links.push((index, Link::Plain(socket)));
+            }
+            run_devices(config, links, Report::default()).await
+        }
+        Some(dtls) if dtls.handshakes.is_some() => {
+            let mut report = run_handshakes(config, dtls).await?;
+            // The whole run is the handshake phase.
+            report.server = sample().map(|s| [s; 3]);
+            Ok(report)
+        }
+        Some(dtls) => run_sessions(config, dtls, sample).await,
+    }
+}
+
+/// The requests phase: every device with its link.
+async fn run_devices(
+    config: &LoadConfig,
+    links: Vec<(usize, Link)>,
+    mut report: Report,
+) -> Result<Report, LoadError> {
     let start = Instant::now();
     let shared = Arc::new(Shared {
         next_ticket: AtomicU64::new(0),
@@ -413,11 +667,10 @@ pub async fn run(config: &LoadConfig) -> Result<Report, LoadError> {
         end: start + config.duration,
     });
     let mut tasks = tokio::task::JoinSet::new();
-    for (index, socket) in sockets.into_iter().enumerate() {
-        let device = Device::new(index, socket, config, shared.clone())?;
+    for (index, link) in links {
+        let device = Device::new(index, link, config, shared.clone())?;
         tasks.spawn(device.run());
     }
-    let mut report = Report::default();
     while let Some(joined) = tasks.join_next().await {
         let stats = joined.map_err(|e| LoadError::Task(e.to_string()))?;
         report.merge(stats);
@@ -425,6 +678,124 @@ pub async fn run(config: &LoadConfig) -> Result<Report, LoadError> {
     report.elapsed = start.elapsed();
     report.latencies.sort_unstable();
     Ok(report)
+}
+
+/// CoAPS requests: one session per device first, then [`run_devices`].
+async fn run_sessions(
+    config: &LoadConfig,
+    options: &DtlsOptions,
+    sample: impl Fn() -> Option<ProcSample>,
+) -> Result<Report, LoadError> {
+    let client = Arc::new(dtls::Client::new(config.target, options)?);
+    let permits = Arc::new(tokio::sync::Semaphore::new(options.parallel_handshakes));
+    let start = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for index in 0..config.devices {
+        let client = client.clone();
+        let permits = permits.clone();
+        tasks.spawn(async move {
+            let _permit = permits.acquire_owned().await;
+            (index, client.connect(index).await)
+        });
+    }
+    let mut report = Report {
+        dtls: true,
+        ..Report::default()
+    };
+    let mut stats = HandshakeStats::default();
+    let mut links = Vec::with_capacity(config.devices);
+    while let Some(joined) = tasks.join_next().await {
+        let (index, result) = joined.map_err(|e| LoadError::Task(e.to_string()))?;
+        match result {
+            Ok((session, latency)) => {
+                stats.ok += 1;
+                stats.latencies.push(latency);
+                links.push((index, Link::Dtls(Box::new(session))));
+            }
+            Err(reason) => *stats.failures.entry(reason).or_default() += 1,
+        }
+    }
+    report.handshake_elapsed = start.elapsed();
+    report.merge_handshakes(stats);
+    report.handshake_latencies.sort_unstable();
+    report.server = sample().map(|s| [s; 3]);
+    links.sort_by_key(|(index, _)| *index);
+    run_devices(config, links, report).await
+}
+
+/// The handshake benchmark: fresh full handshakes, back to back per device.
+async fn run_handshakes(config: &LoadConfig, options: &DtlsOptions) -> Result<Report, LoadError> {
+    let client = Arc::new(dtls::Client::new(config.target, options)?);
+    let start = Instant::now();
+    let shared = Arc::new(Shared {
+        next_ticket: AtomicU64::new(0),
+        requests: options.handshakes.unwrap_or(0),
+        rate: config.rate,
+        start,
+        end: start + config.duration,
+    });
+    let mut tasks = tokio::task::JoinSet::new();
+    for index in 0..config.devices {
+        let client = client.clone();
+        let shared = shared.clone();
+        tasks.spawn(async move {
+            let mut stats = HandshakeStats::default();
+            while let Some(at) = shared.claim() {
+                if at >= shared.end {
+                    break;
+                }
+                tokio::time::sleep_until(at).await;
+                match client.connect(index).await {
+                    Ok((session, latency)) => {
+                        stats.ok += 1;
+                        stats.latencies.push(latency);
+                        session.close().await;
+                    }
+                    Err(reason) => *stats.failures.entry(reason).or_default() += 1,
+                }
+                if Instant::now() >= shared.end {
+                    break;
+                }
+            }
+            stats
+        });
+    }
+    let mut report = Report {
+        dtls: true,
+        ..Report::default()
+    };
+    while let Some(joined) = tasks.join_next().await {
+        report.merge_handshakes(joined.map_err(|e| LoadError::Task(e.to_string()))?);
+    }
+    report.handshake_elapsed = start.elapsed();
+    report.elapsed = report.handshake_elapsed;
+    report.handshake_latencies.sort_unstable();
+    Ok(report)
+}
+
+/// One device's handshakes.
+#[derive(Default)]
+struct HandshakeStats {
+    ok: u64,
+    failures: BTreeMap<String, u64>,
+    latencies: Vec<Duration>,
+}
+
+/// How a device reaches the server.
+enum Link {
+    /// Plain CoAP over its own UDP socket.
+    Plain(UdpSocket),
+    /// CoAP over an established DTLS session (connected socket).
+    Dtls(Box<dtls::Session>),
+}
+
+impl Link {
+    fn socket(&self) -> &UdpSocket {
+        match self {
+            Link::Plain(socket) => socket,
+            Link::Dtls(session) => &session.socket,
+        }
+    }
 }
 
 /// What all devices share: the request budget and the schedule.
@@ -464,6 +835,7 @@ struct DeviceStats {
     duplicates: u64,
     unexpected: u64,
     io_errors: u64,
+    sessions_lost: u64,
     latencies: Vec<Duration>,
 }
 
@@ -483,7 +855,9 @@ struct Exchange {
 
 /// One simulated modem.
 struct Device {
-    socket: UdpSocket,
+    link: Link,
+    /// Decrypted records (DTLS only).
+    plain: Vec<u8>,
     target: SocketAddr,
     shared: Arc<Shared>,
     concurrency: usize,
@@ -503,15 +877,20 @@ struct Device {
 impl Device {
     fn new(
         index: usize,
-        socket: UdpSocket,
+        link: Link,
         config: &LoadConfig,
         shared: Arc<Shared>,
     ) -> Result<Self, LoadError> {
         let payload = (0..config.payload_size)
             .map(|i| b'a' + (i % 26) as u8)
             .collect();
+        let plain = match link {
+            Link::Plain(_) => Vec::new(),
+            Link::Dtls(_) => vec![0u8; MAX_DATAGRAM],
+        };
         let device = Self {
-            socket,
+            link,
+            plain,
             target: config.target,
             shared,
             concurrency: config.concurrency,
@@ -538,6 +917,7 @@ impl Device {
                 duplicates: 0,
                 unexpected: 0,
                 io_errors: 0,
+                sessions_lost: 0,
                 latencies: Vec::new(),
             },
         };
@@ -552,7 +932,7 @@ impl Device {
         let mut exhausted = false;
         loop {
             let now = Instant::now();
-            if now >= self.shared.end {
+            if now >= self.shared.end || self.session_lost() {
                 self.stats.unfinished += self.outstanding.len() as u64;
                 break;
             }
@@ -591,14 +971,14 @@ impl Device {
                 wake = wake.min(at);
             }
             tokio::select! {
-                received = self.socket.recv_from(&mut buf) => match received {
+                received = self.link.socket().recv_from(&mut buf) => match received {
                     Ok((len, from)) => {
                         let now = Instant::now();
-                        self.on_datagram(now, from, &buf[..len]).await;
+                        self.on_wire(now, from, &buf[..len]).await;
                         // Whatever else is queued, without waking up again.
                         for _ in 0..64 {
-                            match self.socket.try_recv_from(&mut buf) {
-                                Ok((len, from)) => self.on_datagram(now, from, &buf[..len]).await,
+                            match self.link.socket().try_recv_from(&mut buf) {
+                                Ok((len, from)) => self.on_wire(now, from, &buf[..len]).await,
                                 Err(_) => break,
                             }
                         }
@@ -611,7 +991,37 @@ impl Device {
                 () = tokio::time::sleep_until(wake) => {}
             }
         }
+        if let Link::Dtls(session) = self.link {
+            if session.closed {
+                self.stats.sessions_lost += 1;
+            }
+            session.close().await;
+        }
         self.stats
+    }
+
+    fn session_lost(&self) -> bool {
+        matches!(&self.link, Link::Dtls(session) if session.closed)
+    }
+
+    /// A datagram from the socket: CoAP itself, or DTLS records to decrypt.
+    async fn on_wire(&mut self, now: Instant, from: SocketAddr, data: &[u8]) {
+        if matches!(self.link, Link::Plain(_)) {
+            return self.on_datagram(now, from, data).await;
+        }
+        let mut plain = std::mem::take(&mut self.plain);
+        if let Link::Dtls(session) = &mut self.link {
+            session.feed(data);
+        }
+        while let Link::Dtls(session) = &mut self.link {
+            let Some(len) = session.read(&mut plain) else {
+                session.flush_quietly().await;
+                break;
+            };
+            // A connected socket hears only the target.
+            self.on_datagram(now, from, &plain[..len]).await;
+        }
+        self.plain = plain;
     }
 
     /// The request with this message ID and token.
@@ -676,7 +1086,12 @@ impl Device {
     }
 
     async fn transmit(&mut self, bytes: &[u8]) {
-        if self.socket.send_to(bytes, self.target).await.is_err() {
+        let target = self.target;
+        let sent = match &mut self.link {
+            Link::Plain(socket) => socket.send_to(bytes, target).await.map(|_| ()),
+            Link::Dtls(session) => session.send(bytes).await,
+        };
+        if sent.is_err() {
             self.stats.io_errors += 1;
         }
     }

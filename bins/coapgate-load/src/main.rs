@@ -4,6 +4,10 @@
 //! ```sh
 //! coapgate-load --print-config --devices 50 > devices.toml   # for the server
 //! coapgate-load --target 127.0.0.1:5683 --devices 50 --concurrency 4 --requests 20000
+//!
+//! coapgate-load --print-config --dtls --devices 50 > devices.toml  # with psk = "…"
+//! coapgate-load --dtls --target 127.0.0.1:5684 --devices 50 --handshakes 5000
+//! coapgate-load --dtls --target 127.0.0.1:5684 --devices 50 --concurrency 4 --requests 20000
 //! ```
 //!
 //! See the library ([`coapgate_load`]) for what a simulated device does.
@@ -15,7 +19,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use coapgate_load::{LoadConfig, Transmission};
+use coapgate_load::{DtlsOptions, LoadConfig, Transmission};
 
 #[derive(Parser)]
 #[command(
@@ -62,15 +66,48 @@ struct Cli {
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
-    /// Print coapgate `[[device]]` blocks for --devices and exit.
+    /// Print coapgate `[[device]]` blocks for --devices and exit (with
+    /// --dtls: each with its `psk`).
     #[arg(long)]
     print_config: bool,
+    /// CoAPS: DTLS 1.2 PSK sessions (identity: the device's ICCID) to
+    /// --target, coapgate's DTLS address (5684). Without --handshakes: one
+    /// session per device, then the requests over them.
+    #[arg(long)]
+    dtls: bool,
+    /// One PSK (text) for every device, e.g. libcoap's `coap-server -k
+    /// KEY`; default: each device's own, `coapgate-load-<ICCID>`.
+    #[arg(long, requires = "dtls")]
+    psk: Option<String>,
+    /// OpenSSL cipher list the DTLS client offers.
+    #[arg(long, default_value = coapgate_load::DEFAULT_CIPHER, requires = "dtls")]
+    cipher: String,
+    /// The handshake benchmark: this many fresh full handshakes over all
+    /// devices (each on a new source port, closed with close_notify); no
+    /// requests.
+    #[arg(long, requires = "dtls")]
+    handshakes: Option<u64>,
+    /// A DTLS handshake not complete after this many seconds fails.
+    #[arg(long, default_value_t = 10.0)]
+    handshake_timeout: f64,
+    /// Before the requests, at most this many handshakes at once.
+    #[arg(long, default_value_t = 64)]
+    parallel_handshakes: usize,
+    /// The server's PID on this host: report its CPU time per handshake and
+    /// per request and its memory with the sessions open (from /proc).
+    #[arg(long)]
+    server_pid: Option<u32>,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if cli.print_config {
-        return match coapgate_load::device_config(cli.devices) {
+        let text = if cli.dtls {
+            coapgate_load::dtls_device_config(cli.devices, cli.psk.as_deref())
+        } else {
+            coapgate_load::device_config(cli.devices)
+        };
+        return match text {
             Ok(text) => {
                 print!("{text}");
                 ExitCode::SUCCESS
@@ -81,12 +118,13 @@ fn main() -> ExitCode {
     let seconds = |s: f64, what: &str| {
         Duration::try_from_secs_f64(s).map_err(|_| format!("{what}: {s} is not a duration"))
     };
-    let (duration, ack_timeout) = match (
+    let (duration, ack_timeout, handshake_timeout) = match (
         seconds(cli.duration, "--duration"),
         seconds(cli.ack_timeout, "--ack-timeout"),
+        seconds(cli.handshake_timeout, "--handshake-timeout"),
     ) {
-        (Ok(d), Ok(a)) => (d, a),
-        (Err(e), _) | (_, Err(e)) => return fail(&e),
+        (Ok(d), Ok(a), Ok(h)) => (d, a, h),
+        (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => return fail(&e),
     };
     let config = LoadConfig {
         target: cli.target,
@@ -103,6 +141,15 @@ fn main() -> ExitCode {
             ..Transmission::default()
         },
         response_timeout: None,
+        dtls: cli.dtls.then(|| DtlsOptions {
+            psk: cli.psk.clone(),
+            cipher: cli.cipher.clone(),
+            handshakes: cli.handshakes,
+            handshake_timeout,
+            parallel_handshakes: cli.parallel_handshakes,
+            ..DtlsOptions::default()
+        }),
+        server_pid: cli.server_pid,
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(cli.threads.max(1))
@@ -118,15 +165,28 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Ok(report) => {
-            println!(
-                "coapgate-load → {}: {} devices × {} outstanding, {}, {}-byte payloads",
-                config.target,
-                config.devices,
-                config.concurrency,
-                if config.non { "NON" } else { "CON" },
-                config.payload_size
-            );
+            match &config.dtls {
+                Some(dtls) if dtls.handshakes.is_some() => println!(
+                    "coapgate-load → {}: {} devices, DTLS handshakes ({})",
+                    config.target, config.devices, dtls.cipher
+                ),
+                _ => println!(
+                    "coapgate-load → {}: {} devices × {} outstanding, {}{}, {}-byte payloads",
+                    config.target,
+                    config.devices,
+                    config.concurrency,
+                    if config.non { "NON" } else { "CON" },
+                    config
+                        .dtls
+                        .as_ref()
+                        .map_or_else(String::new, |d| format!(" over DTLS ({})", d.cipher)),
+                    config.payload_size
+                ),
+            }
             println!("{report}");
+            if report.server.is_some() {
+                println!("server              {}", report.to_json()["server"]);
+            }
             ExitCode::SUCCESS
         }
         Err(error) => fail(&error),
