@@ -71,6 +71,12 @@ pub enum StoreError {
     /// An operator PSK is not acceptable (the text never holds the PSK).
     #[error("invalid PSK: {0}")]
     InvalidPsk(#[from] coapgate_bootstrap::BootstrapError),
+    /// A template is not valid (the error names its path in the template).
+    #[error("invalid template: {0}")]
+    InvalidTemplate(#[from] coapgate_translate::TemplateError),
+    /// A status other than ACTIVE or INACTIVE.
+    #[error("a status is ACTIVE or INACTIVE")]
+    InvalidStatus,
     /// A page number of 0 or a page size of 0 was asked for; pages are
     /// 1-based and hold at least one device.
     #[error("page {page} of size {page_size}: pages start at 1 and hold at least one device")]

@@ -80,6 +80,7 @@ mod error;
 mod positions;
 mod psk;
 mod schema;
+mod templates;
 mod url;
 mod view;
 
@@ -96,6 +97,7 @@ pub use error::{BoxError, StoreError};
 pub use positions::POSITIONS_KEPT;
 pub use psk::PskKeys;
 pub use schema::SCHEMA_VERSION;
+pub use templates::{TemplateRecord, TemplateStatus};
 pub use view::{DeviceView, canonical_ip};
 
 use error::Context;
@@ -125,6 +127,7 @@ pub fn open(url: &str) -> Result<Store, StoreError> {
     let devices = all_devices(&conn)?;
     let psk_keys = PskKeys::load(&conn)?;
     let tracking = positions::Tracking::load(&conn)?;
+    let template = templates::Current::load(&conn)?;
     let view = DeviceView::default();
     let count = devices.len();
     view.load(devices);
@@ -145,6 +148,7 @@ pub fn open(url: &str) -> Result<Store, StoreError> {
             view,
             psk_keys,
             tracking,
+            template,
             described,
         }),
     })
@@ -196,6 +200,7 @@ struct Inner {
     view: DeviceView,
     psk_keys: PskKeys,
     tracking: Arc<positions::Tracking>,
+    template: templates::Current,
     described: String,
 }
 

@@ -17,6 +17,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0001_devices.sql"),
     include_str!("../migrations/0002_psks.sql"),
     include_str!("../migrations/0003_positions_registrations.sql"),
+    include_str!("../migrations/0004_templates.sql"),
 ];
 
 /// The schema version this build creates and understands.
