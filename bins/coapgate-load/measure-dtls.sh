@@ -17,7 +17,8 @@
 #
 # libcoap gets `-k coapgate-load-psk` and the client `--psk coapgate-load-psk`
 # (it accepts any identity); coapgate gets one key per device from
-# `coapgate-load --print-config --dtls`. MOSQUITTO_EXTRA adds lines to
+# `coapgate-load --print-config --dtls`. KEEP=1 keeps the run directory
+# (configuration, server log). MOSQUITTO_EXTRA adds lines to
 # mosquitto.conf (`set_tcp_nodelay true`, as in the plain runs).
 #
 # Everything listens on 127.0.0.1 only; the servers are stopped by their
