@@ -48,10 +48,10 @@ fn every_request_gets_2_04_and_reaches_the_broker_once() {
     assert_eq!(report.timeouts + report.unfinished, 0, "{report}");
     assert_eq!(report.latencies.len() as u64, REQUESTS);
 
-    sub.wait_for_count(REQUESTS as usize, Duration::from_secs(10));
+    sub.wait_for_telemetry(REQUESTS as usize, Duration::from_secs(10));
     // A duplicate publish would arrive right behind the last one.
     std::thread::sleep(Duration::from_millis(300));
-    let messages = sub.messages();
+    let messages = sub.telemetry();
     assert_eq!(messages.len() as u64, REQUESTS, "messages at the broker");
     for index in 0..DEVICES {
         let topic = format!("{}/load", coapgate_load::device_iccid(index));

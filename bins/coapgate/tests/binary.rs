@@ -113,9 +113,12 @@ fn serves_plain_and_dtls_logs_no_psk_and_exits_0_on_sigterm() {
         }
     }
     assert_eq!(code.as_deref(), Some("2.04"));
-    let messages = sub.wait_for_count(1, Duration::from_secs(5));
+    let messages = sub.wait_for_telemetry(1, Duration::from_secs(5));
     assert_eq!(messages.len(), 1, "{messages:?}");
     assert_eq!(messages[0].topic, "8988280666000000000/bin");
+    let events = sub.events();
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0].topic, "8988280666000000000/lifecycle");
 
     // Onboarding: /bootstrap, then a request over DTLS with that PSK.
     let bootstrap = coap_client(
@@ -157,7 +160,7 @@ fn serves_plain_and_dtls_logs_no_psk_and_exits_0_on_sigterm() {
     )
     .expect("installed");
     assert_eq!(secure.code.as_deref(), Some("2.04"), "{}", secure.log);
-    assert_eq!(sub.wait_for_count(2, Duration::from_secs(5)).len(), 2);
+    assert_eq!(sub.wait_for_telemetry(2, Duration::from_secs(5)).len(), 2);
 
     let status = Command::new("kill")
         .args(["-TERM", &pid.to_string()])

@@ -261,6 +261,27 @@ pub struct DeviceSeed {
     /// the decoded bytes).
     #[serde(default)]
     pub psk_format: Option<String>,
+    /// An operator's position for the device (a cell-tower fix, …).
+    #[serde(default)]
+    pub position: Option<PositionSeed>,
+}
+
+/// `[[device]] position = { coordinate = [lon, lat], source = "CellTower",
+/// sample_time = 1700000000 }`, shaped as the admin API's position.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PositionSeed {
+    /// `[longitude, latitude]`.
+    pub coordinate: [f64; 2],
+    /// Who determined it (default `CellTower`).
+    #[serde(default = "cell_tower")]
+    pub source: String,
+    /// Epoch seconds.
+    pub sample_time: u64,
+}
+
+fn cell_tower() -> String {
+    "CellTower".to_owned()
 }
 
 impl std::fmt::Debug for DeviceSeed {
@@ -273,11 +294,22 @@ impl std::fmt::Debug for DeviceSeed {
             .field("name", &self.name)
             .field("psk", &self.psk.as_ref().map(|_| "<set>"))
             .field("psk_format", &self.psk_format)
+            .field("position", &self.position)
             .finish()
     }
 }
 
 impl DeviceSeed {
+    /// The operator position this entry asks for, validated.
+    pub fn position(&self) -> Result<Option<coapgate_location::Position>, ServerError> {
+        let Some(p) = &self.position else {
+            return Ok(None);
+        };
+        coapgate_location::Position::new(p.coordinate[0], p.coordinate[1], &p.source, p.sample_time)
+            .map(Some)
+            .map_err(|e| ServerError::Config(format!("device.position of {}: {e}", self.iccid)))
+    }
+
     /// The operator PSK record this entry asks for, validated.
     pub fn psk_record(&self) -> Result<Option<PskRecord>, ServerError> {
         let Some(secret) = &self.psk else {
@@ -390,6 +422,7 @@ impl Config {
                 return bad("device.ip", &format!("{} is listed twice", d.ip));
             }
             d.psk_record()?;
+            d.position()?;
         }
         Ok(())
     }
@@ -531,6 +564,27 @@ status = "ACTIVE"
             assert!(err.contains("device.psk"), "{bad}: {err}");
             assert!(!err.contains("zz112233"), "no secret in errors: {err}");
         }
+    }
+
+    #[test]
+    fn devices_may_carry_an_operator_position() {
+        let c = Config::from_toml(
+            "[[device]]\niccid = \"8988280666000000000\"\nip = \"127.0.0.2\"\n\
+             position = { coordinate = [13.4, 52.5], sample_time = 1700000000 }\n",
+        )
+        .unwrap();
+        let p = c.devices[0].position().unwrap().unwrap();
+        assert_eq!(
+            (p.longitude(), p.latitude(), p.source()),
+            (13.4, 52.5, "CellTower")
+        );
+        let err = Config::from_toml(
+            "[[device]]\niccid = \"8988280666000000000\"\nip = \"127.0.0.2\"\n\
+             position = { coordinate = [200, 52.5], sample_time = 1 }\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("device.position"), "{err}");
     }
 
     #[test]

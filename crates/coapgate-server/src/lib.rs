@@ -44,7 +44,7 @@ use tokio::sync::mpsc;
 pub use background::BackgroundServer;
 pub use config::{
     AdminConfig, CoapConfig, CoapsConfig, Config, DeviceSeed, MqttConfig, PayloadFormat,
-    StoreConfig,
+    PositionSeed, StoreConfig,
 };
 
 /// Why the server could not start or stopped.
@@ -97,6 +97,9 @@ impl Server {
             store.put_device(seed.clone().into())?;
             if let Some(record) = seed.psk_record()? {
                 store.set_psk(&seed.iccid, &record)?;
+            }
+            if let Some(position) = seed.position()? {
+                store.put_position(&seed.iccid, &position)?;
             }
         }
         if !config.devices.is_empty() {
@@ -234,8 +237,13 @@ impl Server {
             },
             seed: rand::random(),
         };
+        let store = self.store.clone();
+        let templates = self.store.clone();
         let mut endpoint = Endpoint::new(engine_config, Arc::new(self.store.directory()))
-            .with_psk_store(Arc::new(self.store.clone()));
+            .with_psk_store(Arc::new(store.clone()))
+            .with_positions(Arc::new(store.clone()))
+            .with_registrations(Arc::new(store.clone()))
+            .with_templates(Arc::new(move || templates.active_template()));
         endpoint.handle_broker_state(self.bridge.is_connected());
         let driver = driver::Driver {
             endpoint,
@@ -245,8 +253,32 @@ impl Server {
             events: self.events,
             shutdown_grace: SHUTDOWN_GRACE,
         };
+        // Positions from templates are written behind, once a second.
+        let flusher = tokio::spawn(flush_positions_every(store.clone(), POSITION_FLUSH));
         driver.run(shutdown).await;
+        flusher.abort();
+        flush_positions(store).await;
         Ok(())
+    }
+}
+
+/// How often positions recorded from templates are written to the store.
+const POSITION_FLUSH: Duration = Duration::from_secs(1);
+
+async fn flush_positions_every(store: Store, period: Duration) {
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        flush_positions(store.clone()).await;
+    }
+}
+
+async fn flush_positions(store: Store) {
+    match tokio::task::spawn_blocking(move || store.flush_positions()).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(error)) => tracing::error!(%error, "could not write positions"),
+        Err(error) => tracing::error!(%error, "position writer failed"),
     }
 }
 

@@ -109,7 +109,7 @@ fn onboarding_bootstrap_then_dtls_with_libcoap_openssl_and_gnutls() {
             return;
         };
         assert_eq!(code.as_deref(), Some("2.04"), "{client}");
-        let messages = s.sub.wait_for_count(n + 1, WAIT);
+        let messages = s.sub.wait_for_telemetry(n + 1, WAIT);
         let m = &messages[n];
         assert_eq!(m.topic, format!("{ICCID_A}/x"));
         let envelope: Value = serde_json::from_str(&m.payload).unwrap();
@@ -132,7 +132,11 @@ fn onboarding_bootstrap_then_dtls_with_libcoap_openssl_and_gnutls() {
     .unwrap();
     assert_eq!(code.as_deref(), Some("2.04"));
     std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(s.sub.messages().len(), 3, "exactly one message per request");
+    assert_eq!(
+        s.sub.telemetry().len(),
+        3,
+        "exactly one message per request"
+    );
 }
 
 #[test]
@@ -166,7 +170,7 @@ fn a_wrong_key_or_unknown_identity_gets_no_session_and_nothing_is_published() {
     .unwrap();
     assert_eq!(code, None);
     std::thread::sleep(Duration::from_millis(300));
-    assert!(s.sub.messages().is_empty());
+    assert!(s.sub.telemetry().is_empty());
 }
 
 #[test]
@@ -295,7 +299,7 @@ fn the_identity_must_belong_to_the_device_at_the_source_address() {
     .unwrap();
     assert_eq!(code.as_deref(), Some("4.01"));
     std::thread::sleep(Duration::from_millis(300));
-    assert!(s.sub.messages().is_empty());
+    assert!(s.sub.telemetry().is_empty());
 }
 
 #[test]

@@ -87,7 +87,7 @@ fn telemetry_reaches_mosquitto_in_the_envelope_exactly_once_per_request() {
             srv,
             "127.0.0.2",
             "/data",
-            &["-O", "20,t=from/location", "-e", "loc"],
+            &["-O", "20,t=via/lq", "-e", "loc"],
             test
         )
         .unwrap(),
@@ -106,9 +106,9 @@ fn telemetry_reaches_mosquitto_in_the_envelope_exactly_once_per_request() {
         "2.04"
     );
 
-    let messages = s.sub.wait_for_count(4, WAIT);
+    let messages = s.sub.wait_for_telemetry(4, WAIT);
     std::thread::sleep(Duration::from_millis(300)); // anything extra would show up now
-    let messages_after = s.sub.messages();
+    let messages_after = s.sub.telemetry();
     assert_eq!(
         messages_after.len(),
         4,
@@ -148,11 +148,29 @@ fn telemetry_reaches_mosquitto_in_the_envelope_exactly_once_per_request() {
     assert!(m["device"].get("imsi").is_none());
     assert_eq!(m["device"]["ip"], "127.0.0.3");
 
-    let m = envelope(find(&format!("{ICCID_A}/from/location")));
+    let m = envelope(find(&format!("{ICCID_A}/via/lq")));
     assert_eq!(base64_value(&m), b"loc");
 
     let m = envelope(find(&format!("{ICCID_A}/zephyr")));
     assert_eq!(base64_value(&m), b"{\"text\":\"hi\"}");
+
+    // Each device's first request also announced it, once.
+    let events = s.sub.events();
+    let mut lifecycle: Vec<String> = events
+        .iter()
+        .map(|m| {
+            assert_eq!(envelope(m)["event"], "DEVICE_FIRST_TIME_REGISTERED");
+            m.topic.clone()
+        })
+        .collect();
+    lifecycle.sort();
+    assert_eq!(
+        lifecycle,
+        [
+            format!("{ICCID_A}/lifecycle"),
+            format!("{ICCID_B}/lifecycle")
+        ]
+    );
 
     let ids: std::collections::HashSet<String> = messages
         .iter()
@@ -243,9 +261,9 @@ fn every_response_code_from_the_network_side() {
     );
 
     // Only the 1024-byte message was published.
-    s.sub.wait_for_count(1, WAIT);
+    s.sub.wait_for_telemetry(1, WAIT);
     std::thread::sleep(Duration::from_millis(300)); // anything extra would show up now
-    let messages = s.sub.messages();
+    let messages = s.sub.telemetry();
     assert_eq!(messages.len(), 1, "{messages:#?}");
     assert_eq!(base64_value(&envelope(&messages[0])).len(), 1024);
     let _ = std::fs::remove_dir_all(dir);
@@ -310,9 +328,9 @@ fn a_duplicate_con_from_the_network_gets_the_same_bytes_and_one_publish() {
     socket.send(&request).unwrap();
     let n2 = socket.recv(&mut again).unwrap();
     assert_eq!(&again[..n2], &first[..n1]);
-    s.sub.wait_for_count(1, WAIT);
+    s.sub.wait_for_telemetry(1, WAIT);
     std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(s.sub.messages().len(), 1);
+    assert_eq!(s.sub.telemetry().len(), 1);
 }
 
 #[test]
@@ -334,9 +352,9 @@ fn the_embedded_broker_works_with_a_real_subscriber() {
     )
     .unwrap();
     assert_eq!(code, "2.04");
-    let messages = sub.wait_for_count(1, WAIT);
+    let messages = sub.wait_for_telemetry(1, WAIT);
     std::thread::sleep(Duration::from_millis(300));
-    let messages_after = sub.messages();
+    let messages_after = sub.telemetry();
     assert_eq!(messages_after.len(), 1, "{messages:#?}");
     assert_eq!(messages[0].topic, format!("{ICCID_A}/embedded"));
     assert_eq!(base64_value(&envelope(&messages[0])), b"via rumqttd");
@@ -369,7 +387,7 @@ fn a_broker_outage_gives_5_02_and_every_2_04_is_at_the_broker() {
         acknowledged.push(format!("m{n}"));
     }
     let before: Vec<String> = sub
-        .wait_for_count(5, WAIT)
+        .wait_for_telemetry(5, WAIT)
         .iter()
         .map(|m| String::from_utf8(base64_value(&envelope(m))).unwrap())
         .collect();
@@ -407,7 +425,7 @@ fn a_broker_outage_gives_5_02_and_every_2_04_is_at_the_broker() {
         "the bridge reconnected by itself: {codes:?}"
     );
     let at_broker: Vec<String> = sub
-        .wait_for_count(5, WAIT)
+        .wait_for_telemetry(5, WAIT)
         .iter()
         .map(|m| String::from_utf8(base64_value(&envelope(m))).unwrap())
         .collect();
@@ -480,7 +498,7 @@ fn a_slow_broker_gets_an_empty_ack_then_a_separate_response_and_a_silent_one_5_0
     );
     // Acknowledge it, as a device does.
     socket.send(&[0x60, 0x00, buf[2], buf[3]]).unwrap();
-    assert_eq!(sub.wait_for_count(1, WAIT).len(), 1);
+    assert_eq!(sub.wait_for_telemetry(1, WAIT).len(), 1);
 
     let url = url(&server, "/data?t=slow");
     // Now the broker's answers take longer than the 3 s deadline: 5.04, also

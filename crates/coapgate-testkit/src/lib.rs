@@ -368,6 +368,47 @@ impl MosquittoSub {
     }
 }
 
+/// Whether a topic is one of coapgate's event topics (`{iccid}/lifecycle`,
+/// `{iccid}/location`, `{iccid}/error`) rather than telemetry.
+pub fn is_event_topic(topic: &str) -> bool {
+    ["/lifecycle", "/location", "/error"]
+        .iter()
+        .any(|suffix| topic.ends_with(suffix))
+}
+
+impl MosquittoSub {
+    /// The telemetry messages so far: every message but probes and events.
+    pub fn telemetry(&self) -> Vec<Message> {
+        self.messages()
+            .into_iter()
+            .filter(|m| !is_event_topic(&m.topic))
+            .collect()
+    }
+
+    /// The event messages so far (lifecycle, location, error).
+    pub fn events(&self) -> Vec<Message> {
+        self.messages()
+            .into_iter()
+            .filter(|m| is_event_topic(&m.topic))
+            .collect()
+    }
+
+    /// Waits until at least `n` telemetry messages have arrived, at most
+    /// `timeout`; returns them.
+    pub fn wait_for_telemetry(&self, n: usize, timeout: Duration) -> Vec<Message> {
+        self.wait_for(
+            |m| {
+                m.iter()
+                    .filter(|m| m.topic != PROBE_TOPIC && !is_event_topic(&m.topic))
+                    .count()
+                    >= n
+            },
+            timeout,
+        );
+        self.telemetry()
+    }
+}
+
 impl Drop for MosquittoSub {
     fn drop(&mut self) {
         let _ = self.child.kill();
