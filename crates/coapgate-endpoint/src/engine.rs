@@ -406,7 +406,7 @@ impl Endpoint {
             PublishResult::Unavailable => ResponseType::BadGateway,
             PublishResult::TimedOut => ResponseType::GatewayTimeout,
         });
-        self.count(pending.resource, response.code);
+        self.answered(pending.link, pending.message_id, pending.resource, response.code);
         let separate = pending.kind == MessageKind::NonConfirmable || pending.acknowledged;
         if !separate {
             // Piggybacked on the ACK; duplicates get the same bytes.
@@ -504,7 +504,12 @@ impl Endpoint {
     /// Answers at once: piggybacked on the ACK of a CON (recorded for
     /// duplicates), or as a NON with a message ID of ours.
     fn respond_now(&mut self, request: &Request<'_>, response: Response) {
-        self.count(request.resource, response.code);
+        self.answered(
+            request.from,
+            request.packet.header.message_id,
+            request.resource,
+            response.code,
+        );
         let request_id = request.packet.header.message_id;
         let token = request.packet.get_token();
         let bytes = match request.kind {
@@ -539,11 +544,21 @@ impl Endpoint {
         self.send(request.from, bytes);
     }
 
-    fn count(&mut self, resource: Resource, code: ResponseType) {
+    /// Counts an answered request and logs it: one line per request at
+    /// debug level, nothing secret in it.
+    fn answered(&mut self, link: Link, message_id: u16, resource: Resource, code: ResponseType) {
         let key = RequestKey {
             resource: resource.label(),
             code: code_label(code),
         };
+        tracing::debug!(
+            peer = %link.addr(),
+            dtls = matches!(link, Link::Dtls { .. }),
+            message_id,
+            resource = key.resource,
+            code = key.code,
+            "request"
+        );
         *self.stats.requests.entry(key).or_default() += 1;
     }
 

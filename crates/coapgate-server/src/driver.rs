@@ -9,8 +9,11 @@ use coapgate_dtls::{DtlsEvent, DtlsServer};
 use coapgate_endpoint::{Endpoint, Link, PublishResult};
 use coapgate_model::Iccid;
 use coapgate_mqtt::{BridgeEvent, BridgeHandle, Outgoing};
+use prometheus_client::metrics::histogram::Histogram;
 use tokio::net::UdpSocket;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::metrics::{self, Snapshot};
 
 /// Datagrams read per wake-up before the loop looks at its other inputs.
 const RECV_BATCH: usize = 64;
@@ -32,6 +35,9 @@ pub(crate) struct Driver {
     pub(crate) bridge: BridgeHandle,
     pub(crate) events: mpsc::Receiver<BridgeEvent>,
     pub(crate) shutdown_grace: Duration,
+    /// Scrapes: each asks for the metrics text at this instant.
+    pub(crate) scrapes: mpsc::Receiver<oneshot::Sender<String>>,
+    pub(crate) publish_seconds: Histogram,
 }
 
 /// Which socket a batch of datagrams came from.
@@ -85,6 +91,9 @@ impl Driver {
                 () = &mut shutdown, if reading => {
                     tracing::info!("shutting down: no new datagrams, finishing pending publishes");
                     draining_until = Some(tokio::time::Instant::now() + self.shutdown_grace);
+                }
+                Some(reply) = self.scrapes.recv() => {
+                    let _ = reply.send(metrics::render(self.snapshot(), &self.publish_seconds));
                 }
                 event = self.events.recv(), if events_open => match event {
                     Some(event) => self.on_bridge_event(event),
@@ -155,6 +164,24 @@ impl Driver {
         }
     }
 
+    /// Everything counted, now.
+    fn snapshot(&self) -> Snapshot {
+        let receive_drops = [("coap", &self.coap), ("coaps", &self.dtls.socket)]
+            .into_iter()
+            .filter_map(|(name, socket)| {
+                let drops = metrics::receive_drops(metrics::socket_inode(socket)?)?;
+                Some((name, drops))
+            })
+            .collect();
+        Snapshot {
+            engine: self.endpoint.stats(),
+            dtls: self.dtls.server.stats(),
+            outbox_depth: self.bridge.outbox_depth(),
+            broker_connected: self.bridge.is_connected(),
+            receive_drops,
+        }
+    }
+
     fn on_bridge_event(&mut self, event: BridgeEvent) {
         let now = Instant::now();
         match event {
@@ -166,7 +193,8 @@ impl Driver {
                 tracing::warn!(%reason, "MQTT broker connection lost; reconnecting");
                 self.endpoint.handle_broker_state(false);
             }
-            BridgeEvent::Delivered { id, .. } => {
+            BridgeEvent::Delivered { id, latency } => {
+                self.publish_seconds.observe(latency.as_secs_f64());
                 self.endpoint
                     .handle_publish_result(now, id, PublishResult::Confirmed);
             }

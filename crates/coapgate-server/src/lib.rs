@@ -25,6 +25,7 @@
 mod background;
 mod config;
 mod driver;
+mod metrics;
 mod udp;
 
 use std::future::Future;
@@ -82,7 +83,31 @@ pub struct Server {
     mqtt_addr: SocketAddr,
     bridge: BridgeHandle,
     events: mpsc::Receiver<BridgeEvent>,
+    scrapes: mpsc::Receiver<tokio::sync::oneshot::Sender<String>>,
+    metrics: MetricsHandle,
     _broker: Option<EmbeddedBroker>,
+}
+
+/// Asks the running server for its metrics (Prometheus/OpenMetrics text).
+/// Cheap to clone; the answer is taken by the event loop, so the numbers
+/// are exact at that instant.
+#[derive(Clone)]
+pub struct MetricsHandle {
+    scrapes: mpsc::Sender<tokio::sync::oneshot::Sender<String>>,
+}
+
+impl MetricsHandle {
+    /// The exposition text now; empty if the server has stopped.
+    pub async fn render(&self) -> String {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        if self.scrapes.send(reply).await.is_err() {
+            return String::new();
+        }
+        answer.await.unwrap_or_default()
+    }
+
+    /// The content type of [`render`](Self::render)'s text.
+    pub const CONTENT_TYPE: &'static str = metrics::CONTENT_TYPE;
 }
 
 impl Server {
@@ -172,7 +197,12 @@ impl Server {
         if config.admin.token.is_some() {
             tracing::info!("[admin] is accepted but not served by this version");
         }
+        let (scrapes_tx, scrapes) = mpsc::channel(16);
         Ok(Self {
+            scrapes,
+            metrics: MetricsHandle {
+                scrapes: scrapes_tx,
+            },
             config,
             store,
             coap,
@@ -187,6 +217,11 @@ impl Server {
             events,
             _broker: broker,
         })
+    }
+
+    /// A handle to read the server's metrics while it runs.
+    pub fn metrics(&self) -> MetricsHandle {
+        self.metrics.clone()
     }
 
     /// The bound CoAPS (DTLS) address.
@@ -252,6 +287,8 @@ impl Server {
             bridge: self.bridge,
             events: self.events,
             shutdown_grace: SHUTDOWN_GRACE,
+            scrapes: self.scrapes,
+            publish_seconds: metrics::publish_histogram(),
         };
         // Positions from templates are written behind, once a second.
         let flusher = tokio::spawn(flush_positions_every(store.clone(), POSITION_FLUSH));

@@ -1,0 +1,287 @@
+//! Prometheus metrics (SPEC §6): a snapshot of the engine, the DTLS server
+//! and the bridge taken by the driver at scrape time, so the numbers are
+//! exact, plus the publish-latency histogram the driver keeps.
+
+use std::fmt;
+
+use coapgate_dtls::DtlsStats;
+use coapgate_endpoint::EndpointStats;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// The content type of [`render`]'s output.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// The MQTT publish latency: first send to PUBACK/PUBCOMP, 0.5 ms to ~8 s.
+pub(crate) fn publish_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.0005, 2.0, 15))
+}
+
+/// Everything counted, at one instant.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Snapshot {
+    pub(crate) engine: EndpointStats,
+    pub(crate) dtls: DtlsStats,
+    pub(crate) outbox_depth: usize,
+    pub(crate) broker_connected: bool,
+    /// Datagrams the kernel dropped for a full receive buffer, per
+    /// listener, where the OS reports them.
+    pub(crate) receive_drops: Vec<(&'static str, u64)>,
+}
+
+fn counter(encoder: &mut DescriptorEncoder<'_>, name: &str, help: &str, value: u64) -> fmt::Result {
+    let metric = ConstCounter::new(value);
+    metric.encode(encoder.encode_descriptor(name, help, None, metric.metric_type())?)
+}
+
+fn gauge(encoder: &mut DescriptorEncoder<'_>, name: &str, help: &str, value: i64) -> fmt::Result {
+    let metric = ConstGauge::new(value);
+    metric.encode(encoder.encode_descriptor(name, help, None, metric.metric_type())?)
+}
+
+fn count(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+impl Collector for Snapshot {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
+        let e = &self.engine;
+        {
+            let kind = ConstCounter::new(0u64).metric_type();
+            let mut family = encoder.encode_descriptor(
+                "requests",
+                "Requests answered, by resource and response code.",
+                None,
+                kind,
+            )?;
+            for (key, value) in &e.requests {
+                let labels = [("resource", key.resource), ("code", key.code)];
+                ConstCounter::new(*value).encode(family.encode_family(&labels)?)?;
+            }
+        }
+        counter(
+            &mut encoder,
+            "dedup_hits",
+            "Duplicates answered from the cache or ignored.",
+            e.duplicates,
+        )?;
+        gauge(
+            &mut encoder,
+            "dedup_entries",
+            "Message IDs remembered now.",
+            count(e.dedup.entries),
+        )?;
+        gauge(
+            &mut encoder,
+            "dedup_bytes",
+            "Bytes the deduplication cache accounts now.",
+            count(e.dedup.bytes),
+        )?;
+        counter(
+            &mut encoder,
+            "dedup_evictions",
+            "Cache entries evicted before their lifetime ended (a bound was hit).",
+            e.dedup.evictions,
+        )?;
+        counter(
+            &mut encoder,
+            "malformed",
+            "Datagrams that were not CoAP (dropped or answered RST).",
+            e.malformed,
+        )?;
+        counter(
+            &mut encoder,
+            "pings",
+            "Empty confirmable messages answered RST.",
+            e.pings,
+        )?;
+        counter(
+            &mut encoder,
+            "retransmissions",
+            "Separate responses retransmitted.",
+            e.retransmissions,
+        )?;
+        counter(
+            &mut encoder,
+            "retransmit_give_ups",
+            "Separate responses given up after MAX_RETRANSMIT.",
+            e.retransmit_give_ups,
+        )?;
+        gauge(
+            &mut encoder,
+            "pending_publishes",
+            "Publishes awaiting the broker.",
+            count(e.pending_publishes),
+        )?;
+        gauge(
+            &mut encoder,
+            "outbox_depth",
+            "Publishes in the MQTT outbox, not yet confirmed.",
+            count(self.outbox_depth),
+        )?;
+        gauge(
+            &mut encoder,
+            "broker_connected",
+            "1 while the MQTT broker connection is up.",
+            i64::from(self.broker_connected),
+        )?;
+
+        let d = &self.dtls;
+        {
+            let kind = ConstCounter::new(0u64).metric_type();
+            let mut family = encoder.encode_descriptor(
+                "dtls_handshakes",
+                "DTLS handshakes, by result.",
+                None,
+                kind,
+            )?;
+            for (result, value) in [
+                ("ok", d.handshakes_ok),
+                ("failed", d.handshakes_failed),
+                ("timed_out", d.handshakes_timed_out),
+                ("refused", d.handshakes_refused_over_cap),
+            ] {
+                ConstCounter::new(value).encode(family.encode_family(&[("result", result)])?)?;
+            }
+        }
+        gauge(
+            &mut encoder,
+            "dtls_sessions",
+            "Established DTLS sessions.",
+            count(d.sessions),
+        )?;
+        gauge(
+            &mut encoder,
+            "dtls_handshakes_in_progress",
+            "DTLS handshakes past the cookie, not yet complete.",
+            count(d.handshakes_in_progress),
+        )?;
+        counter(
+            &mut encoder,
+            "dtls_cookies_sent",
+            "HelloVerifyRequests sent (statelessly).",
+            d.cookies_sent,
+        )?;
+        counter(
+            &mut encoder,
+            "dtls_datagrams_dropped",
+            "DTLS datagrams dropped before OpenSSL.",
+            d.datagrams_dropped,
+        )?;
+
+        if !self.receive_drops.is_empty() {
+            let kind = ConstCounter::new(0u64).metric_type();
+            let mut family = encoder.encode_descriptor(
+                "udp_receive_drops",
+                "Datagrams the kernel dropped because the socket's receive buffer was full.",
+                None,
+                kind,
+            )?;
+            for (listener, value) in &self.receive_drops {
+                ConstCounter::new(*value)
+                    .encode(family.encode_family(&[("listener", *listener)])?)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The exposition text of a snapshot and the latency histogram.
+pub(crate) fn render(snapshot: Snapshot, publish_seconds: &Histogram) -> String {
+    let mut registry = Registry::with_prefix("coapgate");
+    registry.register_collector(Box::new(snapshot));
+    registry.register(
+        "mqtt_publish_seconds",
+        "Time from handing a message to the broker to its PUBACK/PUBCOMP.",
+        publish_seconds.clone(),
+    );
+    let mut text = String::new();
+    if prometheus_client::encoding::text::encode(&mut text, &registry).is_err() {
+        tracing::error!("could not encode metrics");
+    }
+    text
+}
+
+/// Datagrams dropped for a full receive buffer on the UDP socket with this
+/// inode, from `/proc/net/udp` and `/proc/net/udp6` (Linux); `None`
+/// elsewhere or when the socket is not listed.
+pub(crate) fn receive_drops(inode: u64) -> Option<u64> {
+    ["/proc/net/udp", "/proc/net/udp6"].iter().find_map(|path| {
+        let table = std::fs::read_to_string(path).ok()?;
+        drops_in_table(&table, inode)
+    })
+}
+
+/// The `drops` column of the row with this inode in a `/proc/net/udp` table.
+fn drops_in_table(table: &str, inode: u64) -> Option<u64> {
+    table.lines().skip(1).find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        // sl local rem st tx:rx tr:when retrnsmt uid timeout inode ref pointer drops
+        let row_inode: u64 = fields.get(9)?.parse().ok()?;
+        (row_inode == inode).then(|| fields.get(12)?.parse().ok())?
+    })
+}
+
+/// The inode of a socket, from `/proc/self/fd` (Linux).
+pub(crate) fn socket_inode(socket: &impl std::os::fd::AsRawFd) -> Option<u64> {
+    let link = std::fs::read_link(format!("/proc/self/fd/{}", socket.as_raw_fd())).ok()?;
+    let text = link.to_str()?;
+    text.strip_prefix("socket:[")?
+        .strip_suffix(']')?
+        .parse()
+        .ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_drops_column_of_the_right_socket() {
+        let table = "   sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode ref pointer drops\n\
+                     1: 0100007F:1633 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 4242 2 0000000000000000 17\n\
+                     2: 0100007F:1634 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 4243 2 0000000000000000 0\n";
+        assert_eq!(drops_in_table(table, 4242), Some(17));
+        assert_eq!(drops_in_table(table, 4243), Some(0));
+        assert_eq!(drops_in_table(table, 1), None);
+    }
+
+    #[test]
+    fn our_own_socket_is_found() {
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let inode = socket_inode(&socket).expect("Linux /proc");
+        assert_eq!(receive_drops(inode), Some(0));
+    }
+
+    #[test]
+    fn the_exposition_has_the_spec_names() {
+        let mut snapshot = Snapshot::default();
+        snapshot.engine.requests.insert(
+            coapgate_endpoint::RequestKey {
+                resource: "telemetry",
+                code: "2.04",
+            },
+            3,
+        );
+        snapshot.broker_connected = true;
+        let histogram = publish_histogram();
+        histogram.observe(0.002);
+        let text = render(snapshot, &histogram);
+        for line in [
+            "coapgate_requests_total{resource=\"telemetry\",code=\"2.04\"} 3",
+            "coapgate_broker_connected 1",
+            "coapgate_dedup_hits_total 0",
+            "coapgate_dedup_entries 0",
+            "coapgate_outbox_depth 0",
+            "coapgate_dtls_sessions 0",
+            "coapgate_dtls_handshakes_total{result=\"ok\"} 0",
+            "coapgate_mqtt_publish_seconds_count 1",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing in\n{text}");
+        }
+    }
+}
