@@ -53,6 +53,10 @@ pub struct CoapConfig {
     pub recv_buffer: usize,
     /// SO_SNDBUF of the UDP socket, bytes (1 MiB).
     pub send_buffer: usize,
+    /// On SIGTERM/SIGINT, how long to wait for pending publishes before
+    /// exiting, seconds (5).
+    #[serde(deserialize_with = "seconds")]
+    pub shutdown_grace: Duration,
     /// RFC 7252 transmission parameters (`[coap.transmission]`).
     pub transmission: TransmissionParams,
     /// Deduplication cache bounds (`[coap.dedup]`).
@@ -69,6 +73,7 @@ impl Default for CoapConfig {
             max_pending: 4096,
             recv_buffer: 4 << 20,
             send_buffer: 1 << 20,
+            shutdown_grace: Duration::from_secs(5),
             transmission: TransmissionParams::default(),
             dedup: DedupLimits::default(),
         }

@@ -286,7 +286,7 @@ impl Server {
             dtls: self.dtls,
             bridge: self.bridge,
             events: self.events,
-            shutdown_grace: SHUTDOWN_GRACE,
+            shutdown_grace: self.config.coap.shutdown_grace,
             scrapes: self.scrapes,
             publish_seconds: metrics::publish_histogram(),
         };
@@ -318,9 +318,6 @@ async fn flush_positions(store: Store) {
         Err(error) => tracing::error!(%error, "position writer failed"),
     }
 }
-
-/// How long shutdown waits for pending publishes.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 fn local_addr(socket: &UdpSocket, what: &str) -> Result<SocketAddr, ServerError> {
     socket.local_addr().map_err(|source| ServerError::Io {
