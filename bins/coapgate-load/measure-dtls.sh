@@ -78,7 +78,7 @@ esac
 case $server in
 embedded | mosquitto)
     {
-        printf '[coap]\nbind = "127.0.0.1:%s"\n[coaps]\nbind = "127.0.0.1:%s"\n[store]\nurl = "sqlite::memory:"\n[mqtt]\n' "$coap_port" "$coaps_port"
+        printf '[coap]\nbind = "127.0.0.1:%s"\n[coaps]\nbind = "127.0.0.1:%s"\n[admin]\nbind = "127.0.0.1:0"\n[store]\nurl = "sqlite::memory:"\n[mqtt]\n' "$coap_port" "$coaps_port"
         if [[ $server == mosquitto ]]; then
             printf 'url = "mqtt://127.0.0.1:%s"\n' "$mqtt_port"
         else

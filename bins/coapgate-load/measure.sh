@@ -36,7 +36,7 @@ cleanup() {
 trap cleanup EXIT
 
 {
-    printf '[coap]\nbind = "127.0.0.1:%s"\n[coaps]\nbind = "127.0.0.1:0"\n[store]\nurl = "sqlite::memory:"\n[mqtt]\n' "$coap_port"
+    printf '[coap]\nbind = "127.0.0.1:%s"\n[coaps]\nbind = "127.0.0.1:0"\n[admin]\nbind = "127.0.0.1:0"\n[store]\nurl = "sqlite::memory:"\n[mqtt]\n' "$coap_port"
     if [[ $broker == mosquitto ]]; then
         printf 'url = "mqtt://127.0.0.1:%s"\n' "$mqtt_port"
     else

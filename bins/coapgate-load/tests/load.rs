@@ -16,7 +16,7 @@ fn every_request_gets_2_04_and_reaches_the_broker_once() {
 
     let mqtt_port = coapgate_testkit::free_tcp_port();
     let config = Config::from_toml(&format!(
-        "[coap]\nbind = \"127.0.0.1:0\"\n[coaps]\nbind = \"127.0.0.1:0\"\n[store]\nurl = \"sqlite::memory:\"\n\
+        "[coap]\nbind = \"127.0.0.1:0\"\n[coaps]\nbind = \"127.0.0.1:0\"\n[admin]\nbind = \"127.0.0.1:0\"\n[store]\nurl = \"sqlite::memory:\"\n\
          [mqtt]\nembedded_bind = \"127.0.0.1:{mqtt_port}\"\nconnect_timeout = 5\n{}",
         device_config(DEVICES).unwrap()
     ))

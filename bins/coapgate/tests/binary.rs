@@ -69,7 +69,7 @@ fn serves_plain_and_dtls_logs_no_psk_and_exits_0_on_sigterm() {
     std::fs::write(
         &config,
         format!(
-            "[coap]\nbind = \"127.0.0.1:{port}\"\n[coaps]\nbind = \"127.0.0.1:{coaps_port}\"\n[mqtt]\nurl = \"{}\"\n[store]\nurl = \"sqlite://{}\"\n\
+            "[coap]\nbind = \"127.0.0.1:{port}\"\n[coaps]\nbind = \"127.0.0.1:{coaps_port}\"\n[admin]\nbind = \"127.0.0.1:0\"\n[mqtt]\nurl = \"{}\"\n[store]\nurl = \"sqlite://{}\"\n\
              [[device]]\niccid = \"8988280666000000000\"\nimsi = \"901405100000000\"\nip = \"127.0.0.2\"\n",
             broker.url(),
             dir.join("store.db").display()

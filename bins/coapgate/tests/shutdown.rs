@@ -73,7 +73,7 @@ fn sigterm_under_load_loses_no_acknowledged_message() {
     let dir = temp_dir("shutdown");
     let port = free_udp_port();
     let mut config = format!(
-        "[coap]\nbind = \"127.0.0.1:{port}\"\n[coaps]\nbind = \"127.0.0.1:0\"\n[mqtt]\nurl = \"{}\"\n[store]\nurl = \"sqlite::memory:\"\n",
+        "[coap]\nbind = \"127.0.0.1:{port}\"\n[coaps]\nbind = \"127.0.0.1:0\"\n[admin]\nbind = \"127.0.0.1:0\"\n[mqtt]\nurl = \"{}\"\n[store]\nurl = \"sqlite::memory:\"\n",
         broker.url()
     );
     for d in 0..DEVICES {

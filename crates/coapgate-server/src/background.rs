@@ -26,6 +26,7 @@ const START_TIMEOUT: Duration = Duration::from_secs(60);
 pub struct BackgroundServer {
     coap_addr: SocketAddr,
     coaps_addr: SocketAddr,
+    admin_addr: SocketAddr,
     mqtt_addr: SocketAddr,
     store: Store,
     stop: Option<oneshot::Sender<()>>,
@@ -62,6 +63,7 @@ impl BackgroundServer {
                     let bound = (
                         server.coap_addr(),
                         server.coaps_addr(),
+                        server.admin_addr(),
                         server.mqtt_addr(),
                         server.store().clone(),
                     );
@@ -77,17 +79,19 @@ impl BackgroundServer {
                 what: "spawn the server thread".into(),
                 source,
             })?;
-        let (coap_addr, coaps_addr, mqtt_addr, store) = match ready_rx.recv_timeout(START_TIMEOUT) {
-            Ok(bound) => bound?,
-            Err(_) => {
-                return Err(ServerError::Config(
-                    "the server thread ended or hung before binding".into(),
-                ));
-            }
-        };
+        let (coap_addr, coaps_addr, admin_addr, mqtt_addr, store) =
+            match ready_rx.recv_timeout(START_TIMEOUT) {
+                Ok(bound) => bound?,
+                Err(_) => {
+                    return Err(ServerError::Config(
+                        "the server thread ended or hung before binding".into(),
+                    ));
+                }
+            };
         Ok(Self {
             coap_addr,
             coaps_addr,
+            admin_addr,
             mqtt_addr,
             store,
             stop: Some(stop_tx),
@@ -103,6 +107,11 @@ impl BackgroundServer {
     /// The bound CoAPS (DTLS) address.
     pub fn coaps_addr(&self) -> SocketAddr {
         self.coaps_addr
+    }
+
+    /// The bound admin API address.
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin_addr
     }
 
     /// The broker the bridge talks to.

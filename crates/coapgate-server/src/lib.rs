@@ -31,6 +31,7 @@ mod udp;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use coapgate_bootstrap::Policy;
@@ -85,6 +86,10 @@ pub struct Server {
     events: mpsc::Receiver<BridgeEvent>,
     scrapes: mpsc::Receiver<tokio::sync::oneshot::Sender<String>>,
     metrics: MetricsHandle,
+    admin: tokio::net::TcpListener,
+    admin_addr: SocketAddr,
+    /// `/healthz`: every listener bound and the store open.
+    ready: Arc<AtomicBool>,
     _broker: Option<EmbeddedBroker>,
 }
 
@@ -94,6 +99,13 @@ pub struct Server {
 #[derive(Clone)]
 pub struct MetricsHandle {
     scrapes: mpsc::Sender<tokio::sync::oneshot::Sender<String>>,
+}
+
+impl coapgate_admin::MetricsSource for MetricsHandle {
+    fn render(&self) -> std::pin::Pin<Box<dyn Future<Output = String> + Send>> {
+        let handle = self.clone();
+        Box::pin(async move { handle.render().await })
+    }
 }
 
 impl MetricsHandle {
@@ -194,11 +206,29 @@ impl Server {
         let dtls = DtlsServer::new(config.coaps.dtls(), Arc::new(lookup))
             .map_err(|e| ServerError::Config(format!("coaps: {e}")))?;
         tracing::info!(%coap_addr, %coaps_addr, "CoAP and CoAPS listening");
-        if config.admin.token.is_some() {
-            tracing::info!("[admin] is accepted but not served by this version");
+        let admin_is_loopback = config.admin.bind.ip().is_loopback();
+        if !admin_is_loopback && config.admin.token.as_deref().is_none_or(str::is_empty) {
+            return Err(ServerError::Config(format!(
+                "admin.token: required when admin.bind ({}) is not a loopback address",
+                config.admin.bind
+            )));
         }
+        let admin = tokio::net::TcpListener::bind(config.admin.bind)
+            .await
+            .map_err(|source| ServerError::Io {
+                what: format!("bind the admin API on {}", config.admin.bind),
+                source,
+            })?;
+        let admin_addr = admin.local_addr().map_err(|source| ServerError::Io {
+            what: "admin socket address".into(),
+            source,
+        })?;
+        tracing::info!(%admin_addr, "admin API listening");
         let (scrapes_tx, scrapes) = mpsc::channel(16);
         Ok(Self {
+            admin,
+            admin_addr,
+            ready: Arc::new(AtomicBool::new(true)),
             scrapes,
             metrics: MetricsHandle {
                 scrapes: scrapes_tx,
@@ -217,6 +247,11 @@ impl Server {
             events,
             _broker: broker,
         })
+    }
+
+    /// The bound admin API address.
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin_addr
     }
 
     /// A handle to read the server's metrics while it runs.
@@ -292,7 +327,32 @@ impl Server {
         };
         // Positions from templates are written behind, once a second.
         let flusher = tokio::spawn(flush_positions_every(store.clone(), POSITION_FLUSH));
+        // The admin API runs beside the engine until the engine stops.
+        let (admin_stop, admin_stopped) = tokio::sync::oneshot::channel::<()>();
+        let state = coapgate_admin::AdminState {
+            store: store.clone(),
+            token: self
+                .config
+                .admin
+                .token
+                .clone()
+                .map(coapgate_admin::Token::new),
+            metrics: Arc::new(self.metrics.clone()),
+            ready: self.ready.clone(),
+        };
+        let api =
+            axum::serve(self.admin, coapgate_admin::router(state)).with_graceful_shutdown(async {
+                let _ = admin_stopped.await;
+            });
+        let api = tokio::spawn(async move {
+            if let Err(error) = api.await {
+                tracing::error!(%error, "admin API stopped");
+            }
+        });
         driver.run(shutdown).await;
+        self.ready.store(false, Ordering::Relaxed);
+        let _ = admin_stop.send(());
+        let _ = tokio::time::timeout(Duration::from_secs(2), api).await;
         flusher.abort();
         flush_positions(store).await;
         Ok(())

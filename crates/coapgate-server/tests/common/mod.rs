@@ -20,6 +20,8 @@ pub fn config(mqtt_url: Option<String>) -> Config {
 bind = "127.0.0.1:0"
 [coaps]
 bind = "127.0.0.1:0"
+[admin]
+bind = "127.0.0.1:0"
 [store]
 url = "sqlite::memory:"
 [[device]]
