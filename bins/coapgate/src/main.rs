@@ -4,8 +4,27 @@
 //! runs on the documented defaults (embedded SQLite store in the working
 //! directory, embedded MQTT broker on 127.0.0.1:1883). Logs go to stderr;
 //! `RUST_LOG` filters them (default `info`).
+//!
+//! The operator subcommands talk to a running server's admin API
+//! (`--url`, default `http://127.0.0.1:8080`; `--token` or the environment
+//! variable `COAPGATE_TOKEN`):
+//!
+//! - `coapgate device add --iccid ICCID --ip IP [--imsi IMSI] [--status
+//!   ACTIVE|INACTIVE] [--name NAME]`, `device list [--page N] [--page-size
+//!   N]`, `device get --iccid ICCID`, `device remove --iccid ICCID`;
+//! - `coapgate psk set --iccid ICCID --key KEY|- [--format STRING|HEX]`,
+//!   `psk get --iccid ICCID`;
+//! - `coapgate template set --name NAME --file FILE [--status
+//!   ACTIVE|INACTIVE]`, `template get`, `template test --file FILE
+//!   (--payload-hex HEX | --payload-base64 B64)`.
+//!
+//! They print the API's JSON answer on success (exit 0), its error message
+//! on stderr on failure (exit 1); a bad local input (unreadable file, bad
+//! hex) exits 2. See [`cli`].
 
 #![forbid(unsafe_code)]
+
+mod cli;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -37,6 +56,27 @@ enum Command {
         /// The TOML configuration file.
         config: PathBuf,
     },
+    /// Manage devices through a running server's admin API.
+    Device {
+        #[command(flatten)]
+        api: cli::Api,
+        #[command(subcommand)]
+        command: cli::DeviceCommand,
+    },
+    /// Manage devices' DTLS pre-shared keys through the admin API.
+    Psk {
+        #[command(flatten)]
+        api: cli::Api,
+        #[command(subcommand)]
+        command: cli::PskCommand,
+    },
+    /// Manage and test the CoAP Energy Saver template through the admin API.
+    Template {
+        #[command(flatten)]
+        api: cli::Api,
+        #[command(subcommand)]
+        command: cli::TemplateCommand,
+    },
 }
 
 fn main() -> ExitCode {
@@ -60,6 +100,9 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Device { api, command } => cli::device(&api, command),
+        Command::Psk { api, command } => cli::psk(&api, command),
+        Command::Template { api, command } => cli::template(&api, command),
     }
 }
 
