@@ -60,7 +60,7 @@
 //! | `POST /v1/optimize/messages/test` | tester | 200 `{"translatedPayload": {…}}` | 400 `template` (with `path`), `payload` (not base64); 422 `payload` (does not fit the template) |
 //! | `PUT /v1/locate/devices/{iccid}/position` | position | 200, the stored position | 400 `iccid`, `coordinate`, `source`, `sampleTime`; 404 unknown device |
 //! | `GET /v1/locate/devices/{iccid}/positions` | — | 200 `{"coordinates": [position, …], "page": 1, "pageAmount": 1}`, newest first (at most [`coapgate_store::POSITIONS_KEPT`]) | 400 `iccid`; 404 unknown device |
-//! | `GET /metrics` | — | 200, `text/plain; version=0.0.4; charset=utf-8`, the [`MetricsSource`]'s text | — |
+//! | `GET /metrics` | — | 200, the [`MetricsSource`]'s text with its content type (coapgate's server: OpenMetrics 1.0.0) | — |
 //! | `GET /healthz` | — | 200 `{"status": "ok"}` once [`AdminState::ready`] is true | 503 `{"error": "not ready"}` before |
 //!
 //! Any other path is 404; a method a path does not support is 405; both
@@ -182,8 +182,14 @@ pub const MAX_NAME_CHARS: usize = 256;
 
 /// Where `/metrics` gets its text.
 pub trait MetricsSource: Send + Sync {
-    /// Prometheus text exposition of the current metrics.
+    /// The exposition of the current metrics.
     fn render(&self) -> Pin<Box<dyn Future<Output = String> + Send>>;
+
+    /// The exposition format's content type: Prometheus text 0.0.4 unless
+    /// the source renders OpenMetrics (coapgate's server does).
+    fn content_type(&self) -> &'static str {
+        "text/plain; version=0.0.4; charset=utf-8"
+    }
 }
 
 /// The admin bearer token.
@@ -338,7 +344,7 @@ async fn metrics(State(state): State<AdminState>) -> Response {
     (
         [(
             header::CONTENT_TYPE,
-            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            HeaderValue::from_static(state.metrics.content_type()),
         )],
         text,
     )

@@ -1,6 +1,8 @@
-//! The admin API in-process: every route's success with its exact JSON, and
-//! every refusal with its status, its `{"error","field"}` body and the store
-//! read back unchanged.
+//! The admin API over real HTTP: each test serves the router on a free
+//! loopback port (as the server does) and talks to it through hyper's
+//! HTTP/1.1 client. Every route's success with its exact JSON, and every
+//! refusal with its status, its `{"error","field"}` body and the store read
+//! back unchanged.
 
 #![allow(clippy::unwrap_used)] // tests fail loudly by design
 
@@ -16,8 +18,8 @@ use coapgate_admin::{AdminState, MetricsSource, Token, router};
 use coapgate_location::PositionStore;
 use coapgate_model::{Device, DeviceDirectory, DeviceStatus, Iccid};
 use coapgate_store::Store;
+use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
-use tower::ServiceExt;
 
 const TOKEN: &str = "adm1n-t0ken-for-tests";
 const ICCID: &str = "8988280666000000000";
@@ -35,7 +37,7 @@ impl MetricsSource for FixedMetrics {
 
 struct Api {
     store: Store,
-    router: Router,
+    addr: std::net::SocketAddr,
     ready: Arc<AtomicBool>,
     token: Option<&'static str>,
 }
@@ -87,12 +89,25 @@ fn api_with(token: Option<&'static str>) -> Api {
         metrics: Arc::new(FixedMetrics),
         ready: ready.clone(),
     });
+    let addr = serve(router);
     Api {
         store,
-        router,
+        addr,
         ready,
         token,
     }
+}
+
+/// Serves the router on a free loopback port for the rest of the test.
+fn serve(router: Router) -> std::net::SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, router).await;
+    });
+    addr
 }
 
 fn api() -> Api {
@@ -101,10 +116,19 @@ fn api() -> Api {
 
 impl Api {
     async fn send(&self, request: Request<Body>) -> Reply {
-        let response = self.router.clone().oneshot(request).await.unwrap();
+        let stream = tokio::net::TcpStream::connect(self.addr).await.unwrap();
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        let mut request = request;
+        request
+            .headers_mut()
+            .insert(header::HOST, self.addr.to_string().parse().unwrap());
+        let response = sender.send_request(request).await.unwrap();
         let status = response.status();
         let headers = response.headers().clone();
-        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+        let bytes = axum::body::to_bytes(Body::new(response.into_body()), usize::MAX)
             .await
             .unwrap();
         Reply {

@@ -406,7 +406,12 @@ impl Endpoint {
             PublishResult::Unavailable => ResponseType::BadGateway,
             PublishResult::TimedOut => ResponseType::GatewayTimeout,
         });
-        self.answered(pending.link, pending.message_id, pending.resource, response.code);
+        self.answered(
+            pending.link,
+            pending.message_id,
+            pending.resource,
+            response.code,
+        );
         let separate = pending.kind == MessageKind::NonConfirmable || pending.acknowledged;
         if !separate {
             // Piggybacked on the ACK; duplicates get the same bytes.

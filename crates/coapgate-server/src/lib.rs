@@ -106,6 +106,10 @@ impl coapgate_admin::MetricsSource for MetricsHandle {
         let handle = self.clone();
         Box::pin(async move { handle.render().await })
     }
+
+    fn content_type(&self) -> &'static str {
+        Self::CONTENT_TYPE
+    }
 }
 
 impl MetricsHandle {
