@@ -7,32 +7,15 @@ mod common;
 
 use std::time::Duration;
 
-use coapgate_server::BackgroundServer;
-use coapgate_testkit::{Mosquitto, MosquittoSub, coap_client, http};
+use coapgate_testkit::{coap_client, http};
 use common::*;
 use serde_json::Value;
 
 const TOKEN: &str = "test-token";
 const NEW_ICCID: &str = "8988280666000000007";
 
-struct Setup {
-    server: BackgroundServer,
-    sub: MosquittoSub,
-    _broker: Mosquitto,
-}
-
 fn setup(test: &str) -> Option<Setup> {
-    let broker = Mosquitto::start(test)?;
-    let sub = MosquittoSub::start(broker.port, test)?;
-    let mut config = config(Some(broker.url()));
-    config.admin.bind = ([127, 0, 0, 1], 0).into();
-    config.admin.token = Some(TOKEN.into());
-    let server = start(config);
-    Some(Setup {
-        server,
-        sub,
-        _broker: broker,
-    })
+    setup_with(test, |config| config.admin.token = Some(TOKEN.into()))
 }
 
 fn api(s: &Setup, method: &str, path: &str, body: Option<&str>) -> (u16, String) {

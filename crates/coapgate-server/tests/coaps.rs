@@ -14,28 +14,11 @@ use std::time::Duration;
 use base64::Engine as _;
 use coapgate_bootstrap::{PskFormat, PskRecord};
 use coapgate_server::BackgroundServer;
-use coapgate_testkit::{Mosquitto, MosquittoSub, coap_client, require, wait_output};
+use coapgate_testkit::{coap_client, require, wait_output};
 use common::*;
 use serde_json::Value;
 
 const WAIT: Duration = Duration::from_secs(5);
-
-struct Setup {
-    server: BackgroundServer,
-    sub: MosquittoSub,
-    _broker: Mosquitto,
-}
-
-fn setup(test: &str) -> Option<Setup> {
-    let broker = Mosquitto::start(test)?;
-    let sub = MosquittoSub::start(broker.port, test)?;
-    let server = start(config(Some(broker.url())));
-    Some(Setup {
-        server,
-        sub,
-        _broker: broker,
-    })
-}
 
 fn coaps_url(server: &BackgroundServer, path: &str) -> String {
     format!("coaps://{}{path}", server.coaps_addr())

@@ -20,23 +20,6 @@ const CLIENT: &str = "coap-client-notls";
 const WAIT: Duration = Duration::from_secs(5);
 
 /// A Mosquitto, a subscriber on it, and coapgate forwarding to it.
-struct Setup {
-    sub: MosquittoSub,
-    server: BackgroundServer,
-    _broker: Mosquitto,
-}
-
-fn setup(test: &str) -> Option<Setup> {
-    let broker = Mosquitto::start(test)?;
-    let sub = MosquittoSub::start(broker.port, test)?;
-    let server = start(config(Some(broker.url())));
-    Some(Setup {
-        sub,
-        server,
-        _broker: broker,
-    })
-}
-
 fn post(
     s: &BackgroundServer,
     from: &str,

@@ -17,25 +17,6 @@ use serde_json::{Value, json};
 const CLIENT: &str = "coap-client-notls";
 const WAIT: Duration = Duration::from_secs(5);
 
-struct Setup {
-    server: BackgroundServer,
-    sub: MosquittoSub,
-    _broker: Mosquitto,
-}
-
-fn setup(test: &str, config: coapgate_server::Config) -> Option<Setup> {
-    let broker = Mosquitto::start(test)?;
-    let sub = MosquittoSub::start(broker.port, test)?;
-    let mut config = config;
-    config.mqtt.url = Some(broker.url());
-    let server = start(config);
-    Some(Setup {
-        server,
-        sub,
-        _broker: broker,
-    })
-}
-
 /// POSTs `payload` (binary, from a file) from 127.0.0.2; the response code.
 fn post_bytes(server: &BackgroundServer, payload: &[u8], test: &str) -> Option<String> {
     let dir = temp_dir("payload");
@@ -78,7 +59,7 @@ fn json(payload: &str) -> Value {
 #[test]
 fn an_active_template_translates_and_a_short_payload_becomes_an_error_event() {
     let test = "template_translation";
-    let Some(s) = setup(test, config(None)) else {
+    let Some(s) = setup(test) else {
         return;
     };
     let template = json!({"sense":[
@@ -146,7 +127,7 @@ fn an_active_template_translates_and_a_short_payload_becomes_an_error_event() {
 #[test]
 fn a_location_template_updates_location_and_publishes_a_location_event() {
     let test = "template_location";
-    let Some(s) = setup(test, config(None)) else {
+    let Some(s) = setup(test) else {
         return;
     };
     let Some((code, body)) = get_location(&s.server, test) else {
@@ -207,13 +188,15 @@ fn a_location_template_updates_location_and_publishes_a_location_event() {
 #[test]
 fn an_operator_position_from_the_configuration_is_served() {
     let test = "operator_position";
-    let mut config = config(None);
-    config.devices[0].position = Some(coapgate_server::PositionSeed {
-        coordinate: [-0.1275, 51.507222],
-        source: "CellTower".into(),
-        sample_time: 1_700_000_123,
-    });
-    let Some(s) = setup(test, config) else { return };
+    let Some(s) = setup_with(test, |config| {
+        config.devices[0].position = Some(coapgate_server::PositionSeed {
+            coordinate: [-0.1275, 51.507222],
+            source: "CellTower".into(),
+            sample_time: 1_700_000_123,
+        });
+    }) else {
+        return;
+    };
     let Some((code, body)) = get_location(&s.server, test) else {
         return;
     };

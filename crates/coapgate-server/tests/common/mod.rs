@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use coapgate_server::{BackgroundServer, Config};
+use coapgate_testkit::{Mosquitto, MosquittoSub};
 
 pub const ICCID_A: &str = "8988280666000000002";
 pub const ICCID_B: &str = "8988280666000000003";
@@ -47,4 +48,32 @@ pub fn start(config: Config) -> BackgroundServer {
 /// `coap://ADDR` + `path`.
 pub fn url(server: &BackgroundServer, path: &str) -> String {
     format!("coap://{}{path}", server.coap_addr())
+}
+
+/// A Mosquitto, a `mosquitto_sub` on it, and coapgate forwarding to it.
+pub struct Setup {
+    pub server: BackgroundServer,
+    pub sub: MosquittoSub,
+    pub broker: Mosquitto,
+}
+
+/// [`Setup`] with [`config`] as `adjust` leaves it (the broker URL is set
+/// afterwards); `None` when a peer program is missing outside CI.
+pub fn setup_with(test: &str, adjust: impl FnOnce(&mut Config)) -> Option<Setup> {
+    let broker = Mosquitto::start(test)?;
+    let sub = MosquittoSub::start(broker.port, test)?;
+    let mut config = config(None);
+    adjust(&mut config);
+    config.mqtt.url = Some(broker.url());
+    let server = start(config);
+    Some(Setup {
+        server,
+        sub,
+        broker,
+    })
+}
+
+/// [`setup_with`] the default configuration.
+pub fn setup(test: &str) -> Option<Setup> {
+    setup_with(test, |_| {})
 }
