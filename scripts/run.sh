@@ -6,7 +6,9 @@
 # MQTT broker on 127.0.0.1:1883, CoAP :5683, CoAPS :5684); arguments go to
 # `coapgate serve`, e.g. `./scripts/run.sh --config coapgate.toml`.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+# Stay in the caller's directory: relative paths (--config, sqlite://coapgate.db)
+# are the caller's.
+repo="$(cd "$(dirname "$0")/.." && pwd)"
 
 as_root() {
   if [ "$(id -u)" -eq 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else
@@ -22,4 +24,4 @@ if [ ${#need[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 
-exec cargo run --release --locked -p coapgate -- serve "$@"
+exec cargo run --release --locked --manifest-path "$repo/Cargo.toml" -p coapgate -- serve "$@"
