@@ -118,7 +118,12 @@ fn serve(path: Option<PathBuf>) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+    // One thread for the event loop, the bridge and the admin API: every
+    // datagram would otherwise cross threads on its way through tokio's
+    // workers, and those wake-ups cost more CPU than the work itself
+    // (docs/performance.md, "Runtime"). SQLite writes run on tokio's
+    // blocking pool; the embedded broker has threads of its own.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {

@@ -13,8 +13,8 @@ use crate::{Config, Server, ServerError};
 /// How long [`BackgroundServer::start`] waits for the server to bind.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// A server running on its own thread with its own tokio runtime (two
-/// worker threads). Stopped gracefully by [`stop`](Self::stop) or on drop.
+/// A server running on its own thread with its own (current-thread) tokio
+/// runtime. Stopped gracefully by [`stop`](Self::stop) or on drop.
 ///
 /// ```no_run
 /// let config = coapgate_server::Config::from_toml("[coap]\nbind = \"127.0.0.1:0\"")?;
@@ -42,9 +42,8 @@ impl BackgroundServer {
         let thread = std::thread::Builder::new()
             .name("coapgate".into())
             .spawn(move || {
-                let runtime = tokio::runtime::Builder::new_multi_thread()
-                    .worker_threads(2)
-                    .thread_name("coapgate-worker")
+                // One thread, as the `coapgate` binary runs it.
+                let runtime = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()
                     .map_err(|source| ServerError::Io {
