@@ -14,17 +14,11 @@
 
 mod support;
 
-use std::path::PathBuf;
-
 use coapgate_dtls::fuzzing::{
     self, Outcome, step_datagram, step_real_data, step_real_handshake, step_with_cookie,
 };
 use coapgate_dtls::{DtlsConfig, DtlsEvent};
 use support::{Client, Pair, SUITES, Table};
-
-fn corpus_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus/dtls")
-}
 
 /// What the named seed must do.
 fn expectation(name: &str, o: &Outcome) {
@@ -96,7 +90,7 @@ fn every_file_in_the_dtls_corpus_passes_the_fuzz_target() {
 
 /// Captures real datagrams from OpenSSL's client and writes the seeds.
 fn write_seeds() {
-    let dir = corpus_dir();
+    let dir = coapgate_testkit::corpus_dir("dtls");
     std::fs::create_dir_all(&dir).unwrap();
     let write = |name: &str, bytes: Vec<u8>| std::fs::write(dir.join(name), bytes).unwrap();
     let client =

@@ -13,14 +13,8 @@
 
 #![allow(clippy::unwrap_used)] // tests fail loudly by design
 
-use std::{fs, path::PathBuf};
-
 use coapgate_endpoint::codec::{self, CoapOption, MessageClass, MessageType, Packet, RequestType};
 use coapgate_endpoint::fuzzing::{self, Step};
-
-fn corpus_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus/endpoint")
-}
 
 /// A CoAP message as a device sends it.
 fn message(kind: MessageType, method: RequestType, message_id: u16) -> Packet {
@@ -249,29 +243,12 @@ fn scripts_parse_back_to_their_steps() {
 
 #[test]
 fn the_committed_seeds_are_the_scripts_above() {
-    let dir = corpus_dir();
-    let write = std::env::var_os("COAPGATE_WRITE_SEEDS").is_some();
-    if write {
-        fs::create_dir_all(&dir).unwrap();
-    }
-    for seed in seeds() {
-        let path = dir.join(seed.name);
-        let bytes = fuzzing::encode(&seed.steps);
-        if write {
-            fs::write(&path, &bytes).unwrap();
-        }
-        let committed = fs::read(&path).unwrap_or_else(|error| {
-            panic!(
-                "{} missing ({error}); set COAPGATE_WRITE_SEEDS=1",
-                path.display()
-            )
-        });
-        assert_eq!(
-            committed, bytes,
-            "{} is stale; set COAPGATE_WRITE_SEEDS=1",
-            seed.name
-        );
-    }
+    coapgate_testkit::check_seeds(
+        "endpoint",
+        seeds()
+            .into_iter()
+            .map(|seed| (seed.name.to_owned(), fuzzing::encode(&seed.steps))),
+    );
 }
 
 #[test]

@@ -515,14 +515,46 @@ impl Drop for DelayProxy {
     }
 }
 
+/// `fuzz/corpus/<target>/` of this repository.
+pub fn corpus_dir(target: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../fuzz/corpus")
+        .join(target)
+}
+
+/// Checks that the committed seeds of `fuzz/corpus/<target>/` are exactly
+/// `seeds` (file name, bytes), the scripts a test builds them from. With
+/// `COAPGATE_WRITE_SEEDS` set, writes them first.
+pub fn check_seeds(target: &str, seeds: impl IntoIterator<Item = (String, Vec<u8>)>) {
+    let dir = corpus_dir(target);
+    let write = std::env::var_os("COAPGATE_WRITE_SEEDS").is_some();
+    if write {
+        std::fs::create_dir_all(&dir).unwrap();
+    }
+    for (name, bytes) in seeds {
+        let path = dir.join(&name);
+        if write {
+            std::fs::write(&path, &bytes).unwrap();
+        }
+        let committed = std::fs::read(&path).unwrap_or_else(|e| {
+            panic!(
+                "{} missing ({e}); set COAPGATE_WRITE_SEEDS=1",
+                path.display()
+            )
+        });
+        assert_eq!(
+            committed, bytes,
+            "{name} is stale; set COAPGATE_WRITE_SEEDS=1"
+        );
+    }
+}
+
 /// Every file of the committed fuzz corpus `fuzz/corpus/<target>/`, as
 /// (file name, bytes), for replaying a fuzz target's body under `cargo
 /// test`. Panics when the directory is missing or empty: a replay test that
 /// replays nothing must fail.
 pub fn fuzz_corpus(target: &str) -> Vec<(String, Vec<u8>)> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../fuzz/corpus")
-        .join(target);
+    let dir = corpus_dir(target);
     let entries =
         std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("corpus {} missing: {e}", dir.display()));
     let mut files: Vec<(String, Vec<u8>)> = entries

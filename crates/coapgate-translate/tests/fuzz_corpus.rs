@@ -11,13 +11,7 @@
 
 #![allow(clippy::unwrap_used)] // tests fail loudly by design
 
-use std::{fs, path::PathBuf};
-
 use coapgate_translate::{Template, fuzzing::template_and_payload};
-
-fn corpus_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus/translate")
-}
 
 /// What a seed must do.
 enum Expect {
@@ -179,30 +173,12 @@ fn the_hand_made_seeds_do_what_their_names_say() {
 
 #[test]
 fn the_committed_seeds_are_up_to_date() {
-    let dir = corpus_dir();
-    let write = std::env::var_os("COAPGATE_WRITE_SEEDS").is_some();
-    if write {
-        fs::create_dir_all(&dir).unwrap();
-    }
-    for seed in seeds() {
-        let path = dir.join(seed.name);
-        let bytes = file_bytes(&seed);
-        if write {
-            fs::write(&path, &bytes).unwrap();
-        } else {
-            let committed = fs::read(&path).unwrap_or_else(|e| {
-                panic!(
-                    "{}: {e}; rewrite the seeds with COAPGATE_WRITE_SEEDS=1",
-                    path.display()
-                )
-            });
-            assert_eq!(
-                committed, bytes,
-                "{} is stale; rewrite the seeds with COAPGATE_WRITE_SEEDS=1",
-                seed.name
-            );
-        }
-    }
+    coapgate_testkit::check_seeds(
+        "translate",
+        seeds()
+            .iter()
+            .map(|seed| (seed.name.to_owned(), file_bytes(seed))),
+    );
 }
 
 #[test]
