@@ -18,12 +18,15 @@ as_root() {
     echo "need root (or sudo) for: $*" >&2; return 1; fi
 }
 
-# 1. Peers: Mosquitto (broker, mosquitto_sub/_pub), libcoap's clients.
+# 1. Peers: Mosquitto (broker, mosquitto_sub/_pub), libcoap's clients,
+# OpenSSL's s_client, the sqlite3 shell.
 need=()
 command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)
 command -v mosquitto_sub >/dev/null || need+=(mosquitto-clients)
 command -v coap-client-notls >/dev/null || need+=(libcoap3-bin)
 command -v openssl >/dev/null || need+=(openssl)
+# The store tests hold a lock on a database file from another process.
+command -v sqlite3 >/dev/null || need+=(sqlite3)
 command -v pkg-config >/dev/null || need+=(pkg-config)
 if ! pkg-config --exists openssl 2>/dev/null; then need+=(libssl-dev); fi
 if [ ${#need[@]} -gt 0 ]; then

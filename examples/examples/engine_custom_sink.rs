@@ -2,7 +2,7 @@
 //! sockets, no broker. A `HashMap` is the device directory, a hand-made
 //! `CON POST` datagram is the network, and a `Vec` is the "broker" that
 //! confirms every publish it receives. It follows the engine's contract:
-//! after every `handle_*` call, drain `poll_transmit` and `poll_publish`.
+//! after every `handle_*` call, drain `poll_output` until `Output::Timeout`.
 //!
 //! `cargo run -p coapgate-examples --example engine_custom_sink`
 
@@ -11,7 +11,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
-use coapgate_endpoint::{Endpoint, EndpointConfig, Link, Publish, PublishResult, Transmit};
+use coapgate_endpoint::{Endpoint, EndpointConfig, Link, Output, Publish, PublishResult, Transmit};
 use coapgate_model::{Device, DeviceDirectory, DeviceStatus};
 
 /// Devices by IP address, all in memory (a real driver keeps such a view
@@ -31,16 +31,17 @@ struct Outputs {
     publishes: Vec<Publish>,
 }
 
-/// The contract: drain both queues until they are empty.
+/// The contract: take every output until the engine names its next timer.
+/// This sink serves no `/bootstrap` and records no registrations, so the
+/// engine never asks for a store write.
 fn drain(endpoint: &mut Endpoint, out: &mut Outputs) {
     loop {
-        let transmit = endpoint.poll_transmit();
-        let publish = endpoint.poll_publish();
-        if transmit.is_none() && publish.is_none() {
-            break;
+        match endpoint.poll_output() {
+            Output::Transmit(transmit) => out.transmits.push(transmit),
+            Output::Publish(publish) => out.publishes.push(publish),
+            Output::Store(write) => unreachable!("no store was configured: {write:?}"),
+            Output::Timeout(_) => break,
         }
-        out.transmits.extend(transmit);
-        out.publishes.extend(publish);
     }
 }
 

@@ -15,9 +15,10 @@
 //! The DTLS key is the PSK's ASCII bytes, except for an operator HEX PSK,
 //! whose key is the decoded bytes ([`PskRecord::key`]).
 //!
-//! Nothing here reads a clock: [`Policy::bootstrap`] takes `now`. Storage is
-//! the [`PskStore`] trait, which the store crate implements as one atomic
-//! read-decide-write.
+//! Nothing here reads a clock or a database: [`Policy::bootstrap`] takes
+//! `now`, and one `/bootstrap` call is a [`PskUpdate`] — a value the engine
+//! hands to whatever stores PSK records, which applies it in one atomic
+//! read-decide-write ([`PskUpdate::apply`]) and answers with the record.
 //!
 //! [`Psk`] never shows its text in `Debug` and is zeroized on drop.
 
@@ -57,9 +58,6 @@ pub enum BootstrapError {
     /// A PSK format other than STRING or HEX.
     #[error("a PSK format is STRING or HEX")]
     Format,
-    /// The store could not read or write the record (the text never holds a PSK).
-    #[error("PSK store: {0}")]
-    Store(String),
 }
 
 /// A PSK as the device sees it: the text `/bootstrap` returns.
@@ -286,17 +284,69 @@ impl Policy {
     }
 }
 
-/// Storage of PSK records, implemented by the store crate.
-pub trait PskStore: Send + Sync {
-    /// Atomically: read the device's record, let `update` compute the next
-    /// one, store it, and return it. Nothing else may change the record in
-    /// between (an operator setting a PSK at the same moment is ordered
-    /// before or after, never lost).
-    fn update_psk(
-        &self,
-        iccid: &Iccid,
-        update: &mut dyn FnMut(Option<&PskRecord>) -> PskRecord,
-    ) -> Result<PskRecord, BootstrapError>;
+/// One `/bootstrap` call, as a write for whatever stores PSK records.
+///
+/// The engine decides nothing from a possibly stale copy of the record:
+/// the store reads the current record, calls [`apply`](Self::apply), and
+/// writes the result, in one transaction (an operator setting a PSK at the
+/// same moment is ordered before or after, never lost). The fresh PSK to use
+/// if one is needed travels with the update, so the store needs no RNG, and
+/// an update applied twice gives the same record.
+///
+/// `Debug` shows the device and the time, never the candidate PSK.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PskUpdate {
+    /// The device calling `/bootstrap`.
+    pub iccid: Iccid,
+    /// When it called (the receive time of the request).
+    pub at: SystemTime,
+    /// The regeneration rule in force.
+    pub policy: Policy,
+    /// The PSK to hand out if the rule says a new one is due.
+    candidate: Psk,
+}
+
+impl PskUpdate {
+    /// An update for `iccid` at `at`, with a freshly generated candidate.
+    pub fn new(
+        iccid: Iccid,
+        at: SystemTime,
+        policy: Policy,
+        generator: &mut dyn PskGenerator,
+    ) -> Self {
+        Self {
+            iccid,
+            at,
+            policy,
+            candidate: generator.generate(),
+        }
+    }
+
+    /// The record to store, given the one stored now.
+    pub fn apply(&self, current: Option<&PskRecord>) -> PskRecord {
+        let mut candidate = Candidate(Some(self.candidate.clone()));
+        self.policy.bootstrap(self.at, current, &mut candidate)
+    }
+}
+
+impl fmt::Debug for PskUpdate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PskUpdate")
+            .field("iccid", &self.iccid)
+            .field("at", &self.at)
+            .field("policy", &self.policy)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The candidate of a [`PskUpdate`] as a one-shot generator.
+struct Candidate(Option<Psk>);
+
+impl PskGenerator for Candidate {
+    fn generate(&mut self) -> Psk {
+        // `Policy::bootstrap` generates at most once per call.
+        self.0.take().unwrap_or_else(|| OsPskGenerator.generate())
+    }
 }
 
 /// The `/bootstrap` answer: `ICCID,PSK,coapsEndpointUrl`.
@@ -487,6 +537,32 @@ mod tests {
         let debug = format!("{record:?}");
         assert!(!debug.contains("hunter2"), "{debug}");
         assert!(debug.contains("<redacted>"));
+    }
+
+    #[test]
+    fn an_update_applies_the_policy_to_the_record_stored_at_that_moment() {
+        let iccid: Iccid = "8988280666000000000".parse().unwrap();
+        let update = PskUpdate::new(iccid, t0(), Policy::default(), &mut Counting(0));
+        // No record: the candidate is handed out.
+        let first = update.apply(None);
+        assert_eq!(first.psk.expose(), "AAAAAAAAAAAAAAA1");
+        assert_eq!(first.last_bootstrap, Some(t0()));
+        // Applied again (a retried write): the same answer.
+        assert_eq!(update.apply(None), first);
+        // An operator PSK set meanwhile wins over the candidate.
+        let operator = PskRecord::operator("hunter2hunter2", PskFormat::String).unwrap();
+        assert_eq!(update.apply(Some(&operator)).psk, operator.psk);
+        // A generated PSK within 5 minutes is kept.
+        let later = PskUpdate::new(
+            update.iccid.clone(),
+            t0() + 4 * MIN,
+            Policy::default(),
+            &mut Counting(5),
+        );
+        assert_eq!(later.apply(Some(&first)).psk, first.psk);
+        // Debug shows no PSK.
+        let debug = format!("{update:?}");
+        assert!(!debug.contains("AAAA"), "{debug}");
     }
 
     #[test]

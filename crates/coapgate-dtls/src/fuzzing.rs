@@ -8,7 +8,7 @@
 //! | `op % 10` | step | arguments |
 //! |---|---|---|
 //! | 0, 1, 2 | a datagram from peer 0, 1 or 2 (127.0.0.2:5000, 127.0.0.2:5001, 127.0.0.3:6000) | length `n` (2 bytes, big-endian), `n` bytes |
-//! | 3 | the same, but a ClientHello gets the cookie the server would give that peer spliced in | peer `p % 3`, length `n` (2 bytes), `n` bytes |
+//! | 3 | the same, but a ClientHello gets the cookie the server would give that peer spliced in; with `p ≥ 128` the harness refuses the handshake it asks for (an address no device has) | peer `p % 3`, length `n` (2 bytes), `n` bytes |
 //! | 4 | advance the clock by `100 ms · d`, then `handle_timeout` | `d` |
 //! | 5 | advance the clock to `poll_timeout`, then `handle_timeout` | — |
 //! | 6 | send `n` bytes of application data to an established session | selector `s`, length `n` |
@@ -113,7 +113,9 @@ pub fn run(data: &[u8]) -> Outcome {
                 let patched = server
                     .with_valid_cookie(now, from, datagram)
                     .unwrap_or_else(|| datagram.to_vec());
+                h.refusing = p >= 128;
                 h.deliver(&mut server, now, from, &patched);
+                h.refusing = false;
             }
             4 => {
                 let d = take_byte(&mut input);
@@ -131,14 +133,14 @@ pub fn run(data: &[u8]) -> Outcome {
                 let n = take_byte(&mut input);
                 if let Some(id) = h.pick(s) {
                     let _ = server.send(id, &vec![0x42; usize::from(n) * 8]);
-                    h.drain(&mut server);
+                    h.drain(&mut server, now);
                 }
             }
             7 => {
                 let s = take_byte(&mut input);
                 if let Some(id) = h.pick(s) {
                     server.close(id);
-                    h.drain(&mut server);
+                    h.drain(&mut server, now);
                     assert!(!h.live.contains(&id), "close() without Closed");
                 }
             }
@@ -237,6 +239,8 @@ struct Harness {
     /// Datagrams the server sent, by peer, not yet given to a client.
     to_peer: [Vec<Vec<u8>>; 3],
     real_handshakes: usize,
+    /// Refuse the handshakes the datagram being delivered asks for.
+    refusing: bool,
 }
 
 impl Harness {
@@ -286,7 +290,7 @@ impl Harness {
         self.senders.insert(from);
         let before = server.stats();
         server.handle_datagram(now, from, datagram);
-        let sent = self.drain(server);
+        let sent = self.drain(server, now);
         let after = server.stats();
         if after.cookies_sent > before.cookies_sent {
             assert!(
@@ -300,17 +304,30 @@ impl Harness {
 
     fn timeout(&mut self, server: &mut DtlsServer, now: Instant) {
         server.handle_timeout(now);
-        self.drain(server);
+        self.drain(server, now);
         if let Some(at) = server.poll_timeout() {
             assert!(at > now, "poll_timeout {at:?} not after now {now:?}");
         }
     }
 
     /// Drains events, checking them; returns the bytes transmitted.
-    fn drain(&mut self, server: &mut DtlsServer) -> usize {
+    /// Handshakes are accepted unless `refusing`.
+    fn drain(&mut self, server: &mut DtlsServer, now: Instant) -> usize {
         let mut sent = 0;
         while let Some(event) = server.poll_event() {
             match event {
+                DtlsEvent::Incoming(incoming) => {
+                    assert!(self.senders.contains(&incoming.addr()));
+                    if self.refusing {
+                        let before = server.stats();
+                        server.refuse(incoming);
+                        let after = server.stats();
+                        assert_eq!(after.handshakes_refused, before.handshakes_refused + 1);
+                        assert_eq!(after.handshakes_in_progress, before.handshakes_in_progress);
+                    } else {
+                        server.accept(now, incoming);
+                    }
+                }
                 DtlsEvent::Transmit { to, bytes } => {
                     assert!(self.senders.contains(&to), "transmit to a stranger {to}");
                     assert!(bytes.len() <= 1200, "datagram over the MTU");

@@ -25,6 +25,7 @@
 //!     }
 //!     while let Some(event) = server.poll_event() {
 //!         match event {
+//!             DtlsEvent::Incoming(incoming) => server.accept(Instant::now(), incoming),
 //!             DtlsEvent::Transmit { to, bytes } => { socket.send_to(&bytes, to)?; }
 //!             DtlsEvent::Data { session, bytes, .. } => { /* a CoAP message */ }
 //!             _ => {}
@@ -44,9 +45,11 @@
 //!   No per-peer state is created, and the answer (60 bytes) is always
 //!   smaller than the smallest ClientHello (67 bytes), so a spoofed source
 //!   gets no amplification.
-//! - A **ClientHello with a valid cookie** creates the peer's OpenSSL `Ssl`,
-//!   if [`DtlsConfig::max_handshakes`] and [`DtlsConfig::max_sessions`]
-//!   allow. OpenSSL's state machine insists on doing the cookie round trip
+//! - A **ClientHello with a valid cookie** is handed to the caller as an
+//!   [`Incoming`] (quinn's accept/refuse step): nothing exists for the peer
+//!   yet. [`DtlsServer::refuse`] drops it; [`DtlsServer::accept`] creates
+//!   the peer's OpenSSL `Ssl`, if [`DtlsConfig::max_handshakes`] and
+//!   [`DtlsConfig::max_sessions`] allow. OpenSSL's state machine insists on doing the cookie round trip
 //!   itself, so the server first feeds it a copy of the ClientHello without
 //!   cookie and with message_seq 0, lets it write its own HelloVerifyRequest
 //!   (with the *same* cookie, through the cookie callbacks) and discards
@@ -99,8 +102,26 @@ pub use key::{Key, PskLookup};
 pub use server::DtlsServer;
 
 /// Identifies one DTLS session (and, before it completes, its handshake).
-/// Never reused within a process.
+/// Numbered by each [`DtlsServer`] from 1; never reused by that server.
 pub type SessionId = u64;
+
+/// A ClientHello with a valid cookie from `addr`: a return-routable peer
+/// that wants a handshake (model: quinn's `Incoming`). Nothing has been
+/// allocated for it yet. Pass it to [`DtlsServer::accept`] to start the
+/// handshake (the caps still apply), or to [`DtlsServer::refuse`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Incoming {
+    addr: SocketAddr,
+    datagram: Vec<u8>,
+    cookie: cookie::Cookie,
+}
+
+impl Incoming {
+    /// The peer's address, proven by the cookie round trip.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+}
 
 /// What the server wants done, or tells about. Drain with
 /// [`DtlsServer::poll_event`] after every call that changes its state.
@@ -109,6 +130,9 @@ pub type SessionId = u64;
 /// `match` fail to compile until it handles it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DtlsEvent {
+    /// A peer proved its address and wants a handshake: decide with
+    /// [`DtlsServer::accept`] or [`DtlsServer::refuse`].
+    Incoming(Incoming),
     /// Send these bytes to this address (handshake flights,
     /// HelloVerifyRequest, alerts, encrypted application data).
     Transmit {
@@ -181,6 +205,9 @@ pub struct DtlsStats {
     /// ClientHellos with a valid cookie refused because `max_handshakes`
     /// or `max_sessions` was reached.
     pub handshakes_refused_over_cap: u64,
+    /// ClientHellos with a valid cookie the caller refused
+    /// ([`DtlsServer::refuse`]), e.g. from an address no device has.
+    pub handshakes_refused: u64,
     /// HelloVerifyRequests sent (statelessly).
     pub cookies_sent: u64,
     /// Datagrams dropped before reaching OpenSSL: malformed, from an

@@ -4,7 +4,6 @@
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::fmt;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -18,10 +17,9 @@ use openssl::ssl::{
 use crate::cookie::{COOKIE_LEN, Cookie, CookieJar};
 use crate::pipe::Pipe;
 use crate::record::{self, ClientHello};
-use crate::{CloseReason, DtlsConfig, DtlsError, DtlsEvent, DtlsStats, PskLookup, SessionId, ffi};
-
-/// Session IDs come from one process-wide counter, so they are never reused.
-static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+use crate::{
+    CloseReason, DtlsConfig, DtlsError, DtlsEvent, DtlsStats, Incoming, PskLookup, SessionId, ffi,
+};
 
 /// Where each `Ssl` keeps the cookie it was admitted with, for OpenSSL's
 /// cookie callbacks. Allocated once per process (ex-data indexes are global
@@ -103,6 +101,8 @@ pub struct DtlsServer {
     stats: DtlsStats,
     /// Connections in the `Session` phase (the rest are handshakes).
     n_sessions: usize,
+    /// The next handshake's ID: this server's own sequence, never reused.
+    next_id: SessionId,
     read_buf: Vec<u8>,
 }
 
@@ -180,6 +180,7 @@ impl DtlsServer {
             events: VecDeque::new(),
             stats: DtlsStats::default(),
             n_sessions: 0,
+            next_id: 1,
             read_buf: vec![0; 16 * 1024 + 256],
         })
     }
@@ -361,6 +362,36 @@ impl DtlsServer {
                 self.feed_handshake(now, id, data);
                 return;
             }
+        }
+        if hello.message_seq > MAX_CLIENT_HELLO_SEQ {
+            self.stats.datagrams_dropped += 1;
+            return;
+        }
+        // A return-routable address wants a handshake: the caller decides
+        // (accept / refuse) before any state exists for it.
+        self.events.push_back(DtlsEvent::Incoming(Incoming {
+            addr: from,
+            datagram: data.to_vec(),
+            cookie,
+        }));
+    }
+
+    /// Starts the handshake an [`Incoming`] asked for, if the caps allow
+    /// (else it is counted as refused over the cap). A half-open handshake
+    /// from the same address is abandoned for it; a live session from the
+    /// same address stays until the new handshake completes.
+    pub fn accept(&mut self, now: Instant, incoming: Incoming) {
+        let Incoming {
+            addr: from,
+            datagram,
+            cookie,
+        } = incoming;
+        let Ok(hello) = record::parse_client_hello(&datagram) else {
+            self.stats.datagrams_dropped += 1;
+            return;
+        };
+        let slot = self.peers.get(&from).copied().unwrap_or_default();
+        if let Some(id) = slot.handshake {
             // A new attempt from the same (return-routable) address: the
             // old half-open handshake is abandoned.
             self.abort_handshake(id, Abort::Failed("superseded by a new ClientHello"));
@@ -375,11 +406,15 @@ impl DtlsServer {
             tracing::debug!(%from, "DTLS: handshake refused, max_sessions reached");
             return;
         }
-        if hello.message_seq > MAX_CLIENT_HELLO_SEQ {
-            self.stats.datagrams_dropped += 1;
-            return;
-        }
-        self.start_handshake(now, from, &hello, data, cookie);
+        self.start_handshake(now, from, &hello, &datagram, cookie);
+    }
+
+    /// Refuses the handshake an [`Incoming`] asked for: nothing is
+    /// allocated and nothing is sent (an alert would only tell a scanner
+    /// that the port is live).
+    pub fn refuse(&mut self, incoming: Incoming) {
+        self.stats.handshakes_refused += 1;
+        tracing::debug!(addr = %incoming.addr, "DTLS: handshake refused");
     }
 
     fn send_hello_verify_request(&mut self, to: SocketAddr, hello: &ClientHello<'_>, len: usize) {
@@ -417,7 +452,8 @@ impl DtlsServer {
         };
         let mut random = [0u8; 32];
         random.copy_from_slice(hello.random);
-        let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+        let id = self.next_id;
+        self.next_id += 1;
         self.conns.insert(
             id,
             Conn {

@@ -33,6 +33,18 @@ fn expectation(name: &str, o: &Outcome) {
             assert_eq!((s.cookies_sent, s.handshakes_in_progress), (0, 1), "{o:?}");
             assert!(o.transmits >= 1, "a ServerHello flight: {o:?}");
         }
+        "ok-with-cookie-refused" => {
+            assert_eq!(
+                (
+                    s.cookies_sent,
+                    s.handshakes_refused,
+                    s.handshakes_in_progress
+                ),
+                (0, 1, 0),
+                "{o:?}"
+            );
+            assert_eq!(o.transmits, 0, "a refusal sends nothing: {o:?}");
+        }
         "ok-with-cookie-then-deadline" => {
             assert_eq!(
                 (s.handshakes_in_progress, s.handshakes_timed_out),
@@ -106,6 +118,8 @@ fn write_seeds() {
     // OpenSSL's client offering all three suites.
     let all = hello(&SUITES.join(":"));
     write("ok-with-cookie", step_with_cookie(0, &all));
+    // Peer 128 % 3 = 2, with the harness refusing: no handshake state.
+    write("ok-with-cookie-refused", step_with_cookie(128, &all));
     let mut deadline = step_with_cookie(1, &all);
     deadline.extend_from_slice(&[4, 51]); // 5.1 s > the 5 s deadline
     write("ok-with-cookie-then-deadline", deadline);

@@ -55,6 +55,7 @@ fn openssl_s_client_connects_with_every_suite_and_sends_a_line() {
             }
             while let Some(event) = server.poll_event() {
                 match event {
+                    DtlsEvent::Incoming(incoming) => server.accept(Instant::now(), incoming),
                     DtlsEvent::Transmit { to, bytes } => {
                         socket.send_to(&bytes, to).unwrap();
                     }

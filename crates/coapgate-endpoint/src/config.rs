@@ -31,6 +31,9 @@ pub struct EndpointConfig {
     /// Most publishes awaiting confirmation at once; beyond it requests get
     /// 5.03 Service Unavailable with Max-Age.
     pub max_pending: usize,
+    /// How long a request waits for a store write (`/bootstrap`) before it
+    /// gets 5.03 Service Unavailable with Max-Age.
+    pub store_timeout: Duration,
     /// Publish-topic templates.
     pub topics: TopicTemplates,
     /// The MQTT payload format.
@@ -51,6 +54,7 @@ impl Default for EndpointConfig {
             piggyback_window: Duration::from_secs(1),
             publish_timeout: Duration::from_secs(10),
             max_pending: 4096,
+            store_timeout: Duration::from_secs(10),
             topics: TopicTemplates::default(),
             payload_format: PayloadFormat::Envelope,
             bootstrap: BootstrapConfig::default(),

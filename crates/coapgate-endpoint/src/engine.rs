@@ -11,7 +11,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
-use coapgate_bootstrap::{OsPskGenerator, PskGenerator, PskStore};
+use coapgate_bootstrap::{OsPskGenerator, PskGenerator};
 use coapgate_codec::{self as codec, MessageClass, MessageType, Packet, RequestType, ResponseType};
 use coapgate_exchange::{
     DedupCache, Lookup, MessageIds, MessageKind, Retransmissions, RetransmitEvent, Ticket,
@@ -21,18 +21,15 @@ use coapgate_model::{Device, DeviceDirectory, Iccid, Registrations};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
-use crate::response::{Response, code_label, has_89_before_payload};
+use crate::response::{Response, code_label};
 use crate::stats::{EndpointStats, RequestKey};
 use crate::{
-    EndpointConfig, Link, Publish, PublishId, PublishResult, SessionId, TemplateSource, Transmit,
+    EndpointConfig, Link, Output, PublishId, PublishResult, StoreResult, StoreWriteId,
+    TemplateSource, Transmit,
 };
-use publish::{Owner, RequestId};
+use publish::{Owner, RequestId, StoreWaiter};
 
 use codec::option_number::{PROXY_SCHEME, PROXY_URI};
-
-/// How many message IDs a NON response with a payload may try to keep the
-/// text `89` out of its header (see [`has_89_before_payload`]).
-const MESSAGE_ID_TRIES: usize = 64;
 
 /// The resources a path can name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,7 +90,7 @@ struct Request<'a> {
     packet: &'a Packet,
 }
 
-/// A request waiting for the broker.
+/// A request waiting for the broker or the store.
 #[derive(Debug)]
 struct Pending {
     link: Link,
@@ -113,14 +110,16 @@ struct Pending {
 pub struct Endpoint {
     config: EndpointConfig,
     devices: Arc<dyn DeviceDirectory>,
-    psks: Option<Arc<dyn PskStore>>,
+    /// `/bootstrap` is served (the driver executes [`StoreRequest::Bootstrap`]).
+    bootstrap: bool,
     psk_generator: Box<dyn PskGenerator>,
     positions: Option<Arc<dyn PositionStore>>,
     registrations: Option<Arc<dyn Registrations>>,
     templates: Option<Arc<dyn TemplateSource>>,
     /// Devices whose registration event is on its way to the broker.
     registering: HashSet<Iccid>,
-    sessions: HashMap<SessionId, Iccid>,
+    /// DTLS sessions and the identity each proved.
+    sessions: HashMap<u64, Iccid>,
     broker_connected: bool,
     dedup: DedupCache<Link>,
     retransmissions: Retransmissions<Link>,
@@ -128,6 +127,7 @@ pub struct Endpoint {
     rng: SmallRng,
     next_publish: PublishId,
     next_request: RequestId,
+    next_store_write: StoreWriteId,
     /// Every publish handed out and not yet resolved, and who waits for it.
     owners: HashMap<PublishId, Owner>,
     /// Requests waiting for the broker.
@@ -137,15 +137,18 @@ pub struct Endpoint {
     piggyback_timers: VecDeque<(Instant, RequestId)>,
     /// (instant, publish): when to give up on the broker (5.04). FIFO too.
     deadline_timers: VecDeque<(Instant, PublishId)>,
-    transmits: VecDeque<Transmit>,
-    publishes: VecDeque<Publish>,
+    /// Every store write handed out and not yet answered, and who waits.
+    store_writes: HashMap<StoreWriteId, StoreWaiter>,
+    /// (instant, write): when to stop waiting for the store (5.03). FIFO.
+    store_timers: VecDeque<(Instant, StoreWriteId)>,
+    outputs: VecDeque<Output>,
     stats: EndpointStats,
 }
 
 impl Endpoint {
     /// A new engine reading devices from `devices`. The broker is taken as
     /// down until [`handle_broker_state`](Self::handle_broker_state) says
-    /// otherwise. Without [`with_psk_store`](Self::with_psk_store),
+    /// otherwise. Without [`with_bootstrap`](Self::with_bootstrap),
     /// `/bootstrap` answers 4.04.
     pub fn new(config: EndpointConfig, devices: Arc<dyn DeviceDirectory>) -> Self {
         let mut rng = SmallRng::seed_from_u64(config.seed);
@@ -160,7 +163,7 @@ impl Endpoint {
             message_ids: MessageIds::new(rng.random()),
             rng,
             devices,
-            psks: None,
+            bootstrap: false,
             psk_generator: Box::new(OsPskGenerator),
             positions: None,
             registrations: None,
@@ -170,20 +173,23 @@ impl Endpoint {
             broker_connected: false,
             next_publish: 0,
             next_request: 0,
+            next_store_write: 0,
             owners: HashMap::new(),
             pending: HashMap::new(),
             piggyback_timers: VecDeque::new(),
             deadline_timers: VecDeque::new(),
-            transmits: VecDeque::new(),
-            publishes: VecDeque::new(),
+            store_writes: HashMap::new(),
+            store_timers: VecDeque::new(),
+            outputs: VecDeque::new(),
             stats: EndpointStats::default(),
             config,
         }
     }
 
-    /// Serves `/bootstrap` from this PSK store.
-    pub fn with_psk_store(mut self, psks: Arc<dyn PskStore>) -> Self {
-        self.psks = Some(psks);
+    /// Serves `/bootstrap`: each call becomes a [`StoreRequest::Bootstrap`]
+    /// output, answered when the driver reports the stored record.
+    pub fn with_bootstrap(mut self) -> Self {
+        self.bootstrap = true;
         self
     }
 
@@ -194,8 +200,9 @@ impl Endpoint {
         self
     }
 
-    /// Publishes each device's `DEVICE_FIRST_TIME_REGISTERED` event once,
-    /// remembered here.
+    /// Publishes each device's `DEVICE_FIRST_TIME_REGISTERED` event once:
+    /// `registrations` says which devices had theirs, and a confirmed event
+    /// becomes a [`StoreRequest::MarkRegistered`] output.
     pub fn with_registrations(mut self, registrations: Arc<dyn Registrations>) -> Self {
         self.registrations = Some(registrations);
         self
@@ -224,7 +231,22 @@ impl Endpoint {
         let mut stats = self.stats.clone();
         stats.dedup = self.dedup.stats();
         stats.pending_publishes = self.owners.len();
+        stats.pending_store_writes = self.store_writes.len();
         stats
+    }
+
+    /// Publishes and store writes handed out and not yet answered: the
+    /// work a graceful shutdown waits for.
+    pub fn pending_work(&self) -> usize {
+        self.owners.len() + self.store_writes.len()
+    }
+
+    /// Whether a device with this address is ACTIVE: the accept step of a
+    /// DTLS gateway, before it spends a handshake on the address.
+    pub fn serves(&self, ip: IpAddr) -> bool {
+        self.devices
+            .by_ip(ip.to_canonical())
+            .is_some_and(|d| d.is_active())
     }
 
     /// The broker connection went up (`true`) or down. While it is down,
@@ -234,12 +256,12 @@ impl Endpoint {
     }
 
     /// A DTLS session completed its handshake with this PSK identity.
-    pub fn handle_session_established(&mut self, session: SessionId, identity: Iccid) {
+    pub fn handle_session_established(&mut self, session: u64, identity: Iccid) {
         self.sessions.insert(session, identity);
     }
 
     /// A DTLS session ended.
-    pub fn handle_session_closed(&mut self, session: SessionId) {
+    pub fn handle_session_closed(&mut self, session: u64) {
         self.sessions.remove(&session);
     }
 
@@ -382,7 +404,7 @@ impl Endpoint {
         };
         let request_id = match owner {
             Owner::Registration { iccid, wall } => {
-                self.registration_result(iccid, wall, result == PublishResult::Confirmed);
+                self.registration_result(now, iccid, wall, result == PublishResult::Confirmed);
                 return;
             }
             Owner::Request(request_id) => request_id,
@@ -398,23 +420,49 @@ impl Endpoint {
                 return;
             }
         }
-        let Some(pending) = self.pending.remove(&request_id) else {
-            return;
-        };
         let response = Response::new(match result {
             PublishResult::Confirmed => ResponseType::Changed,
             PublishResult::Unavailable => ResponseType::BadGateway,
             PublishResult::TimedOut => ResponseType::GatewayTimeout,
         });
+        self.finish(now, request_id, response);
+    }
+
+    /// The store's answer to a write. Unknown or already resolved IDs (an
+    /// answer after the engine stopped waiting) are ignored.
+    pub fn handle_store_result(&mut self, now: Instant, id: StoreWriteId, result: StoreResult) {
+        match self.store_writes.remove(&id) {
+            None => {}
+            Some(StoreWaiter::Registration { iccid }) => self.registration_recorded(iccid, &result),
+            Some(StoreWaiter::Bootstrap { request, iccid }) => {
+                let response = match result {
+                    StoreResult::Psk(record) => self.bootstrap_answer(&iccid, &record),
+                    StoreResult::Unavailable => Response::service_unavailable(),
+                    // `Debug` of a PSK record never shows the PSK.
+                    other => {
+                        tracing::error!(%iccid, result = ?other, "bootstrap not stored");
+                        Response::new(ResponseType::InternalServerError)
+                    }
+                };
+                self.finish(now, request, response);
+            }
+        }
+    }
+
+    /// Answers a request that waited: piggybacked on the ACK while the
+    /// piggyback window is open (recorded for duplicates), else as a
+    /// separate response (CON after the empty ACK, NON for a NON request).
+    fn finish(&mut self, now: Instant, request_id: RequestId, response: Response) {
+        let Some(pending) = self.pending.remove(&request_id) else {
+            return;
+        };
         self.answered(
             pending.link,
             pending.message_id,
             pending.resource,
             response.code,
         );
-        let separate = pending.kind == MessageKind::NonConfirmable || pending.acknowledged;
-        if !separate {
-            // Piggybacked on the ACK; duplicates get the same bytes.
+        if pending.kind == MessageKind::Confirmable && !pending.acknowledged {
             let Some(bytes) = response.encode(
                 MessageType::Acknowledgement,
                 pending.message_id,
@@ -427,13 +475,13 @@ impl Endpoint {
             self.send(pending.link, bytes);
             return;
         }
-        // A separate response: CON after an empty ACK, NON for a NON request.
         let message_type = match pending.kind {
             MessageKind::Confirmable => MessageType::Confirmable,
             MessageKind::NonConfirmable => MessageType::NonConfirmable,
         };
-        let message_id = self.message_ids.next_id();
-        let Some(bytes) = response.encode(message_type, message_id, &pending.token) else {
+        let Some((message_id, bytes)) =
+            response.encode_own(message_type, &mut self.message_ids, &pending.token)
+        else {
             return;
         };
         if message_type == MessageType::Confirmable {
@@ -446,11 +494,7 @@ impl Endpoint {
 
     /// Time has come (see [`poll_timeout`](Self::poll_timeout)).
     pub fn handle_timeout(&mut self, now: Instant) {
-        while let Some(&(at, id)) = self.piggyback_timers.front() {
-            if at > now {
-                break;
-            }
-            self.piggyback_timers.pop_front();
+        while let Some(id) = due(&mut self.piggyback_timers, now) {
             if let Some(p) = self.pending.get_mut(&id) {
                 p.acknowledged = true;
                 let (link, message_id, ticket) = (p.link, p.message_id, p.ticket);
@@ -459,13 +503,15 @@ impl Endpoint {
                 self.send(link, ack);
             }
         }
-        while let Some(&(at, id)) = self.deadline_timers.front() {
-            if at > now {
-                break;
-            }
-            self.deadline_timers.pop_front();
+        while let Some(id) = due(&mut self.deadline_timers, now) {
             if self.owners.contains_key(&id) {
                 self.handle_publish_result(now, id, PublishResult::TimedOut);
+            }
+        }
+        while let Some(id) = due(&mut self.store_timers, now) {
+            if self.store_writes.contains_key(&id) {
+                tracing::warn!(write = id, "the store did not answer in time");
+                self.handle_store_result(now, id, StoreResult::Unavailable);
             }
         }
         while let Some(event) = self.retransmissions.poll(now) {
@@ -488,6 +534,7 @@ impl Endpoint {
         [
             self.piggyback_timers.front().map(|&(at, _)| at),
             self.deadline_timers.front().map(|&(at, _)| at),
+            self.store_timers.front().map(|&(at, _)| at),
             self.retransmissions.next_timeout(),
             self.dedup.next_expiry(),
         ]
@@ -496,14 +543,13 @@ impl Endpoint {
         .min()
     }
 
-    /// The next datagram to send.
-    pub fn poll_transmit(&mut self) -> Option<Transmit> {
-        self.transmits.pop_front()
-    }
-
-    /// The next message for the broker.
-    pub fn poll_publish(&mut self) -> Option<Publish> {
-        self.publishes.pop_front()
+    /// The next thing to do; [`Output::Timeout`] once there is nothing
+    /// else. Drain after every `handle_*` call until it returns
+    /// [`Output::Timeout`].
+    pub fn poll_output(&mut self) -> Output {
+        self.outputs
+            .pop_front()
+            .unwrap_or_else(|| Output::Timeout(self.poll_timeout()))
     }
 
     /// Answers at once: piggybacked on the ACK of a CON (recorded for
@@ -528,21 +574,11 @@ impl Endpoint {
                 bytes
             }
             MessageKind::NonConfirmable => {
-                let mut candidate = None;
-                for _ in 0..MESSAGE_ID_TRIES {
-                    let message_id = self.message_ids.next_id();
-                    let Some(bytes) =
-                        response.encode(MessageType::NonConfirmable, message_id, token)
-                    else {
-                        return;
-                    };
-                    let clean = !has_89_before_payload(&bytes, response.payload.len());
-                    candidate = Some(bytes);
-                    if clean || response.payload.is_empty() {
-                        break;
-                    }
-                }
-                let Some(bytes) = candidate else { return };
+                let Some((_, bytes)) =
+                    response.encode_own(MessageType::NonConfirmable, &mut self.message_ids, token)
+                else {
+                    return;
+                };
                 bytes
             }
         };
@@ -568,6 +604,18 @@ impl Endpoint {
     }
 
     fn send(&mut self, to: Link, payload: Vec<u8>) {
-        self.transmits.push_back(Transmit { to, payload });
+        self.outputs
+            .push_back(Output::Transmit(Transmit { to, payload }));
+    }
+}
+
+/// Pops the front of a FIFO timer queue if it is due at `now`.
+fn due<T: Copy>(timers: &mut VecDeque<(Instant, T)>, now: Instant) -> Option<T> {
+    match timers.front() {
+        Some(&(at, id)) if at <= now => {
+            timers.pop_front();
+            Some(id)
+        }
+        _ => None,
     }
 }

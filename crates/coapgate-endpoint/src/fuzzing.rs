@@ -21,9 +21,8 @@
 //! | 6 | deliver the last datagram again, from link `l % 3` | `l` |
 //! | 7 | advance the clock to the next timer, if any | — |
 //!
-//! After every step the harness drains [`Endpoint::poll_transmit`] and
-//! [`Endpoint::poll_publish`] until both return `None`, as the engine's
-//! contract says, and checks:
+//! After every step the harness drains [`Endpoint::poll_output`] until it
+//! returns [`Output::Timeout`], as the engine's contract says, and checks:
 //!
 //! - every datagram sent decodes with [`coapgate_codec::decode`] and goes to
 //!   a link that sent something;
@@ -61,7 +60,7 @@ use coapgate_codec::{self as codec, MessageClass, MessageType, ResponseType};
 use coapgate_exchange::DedupLimits;
 use coapgate_model::{Device, DeviceDirectory, DeviceStatus};
 
-use crate::{Endpoint, EndpointConfig, Link, PublishId, PublishResult, Transmit};
+use crate::{Endpoint, EndpointConfig, Link, Output, PublishId, PublishResult, Transmit};
 
 /// The links a script can deliver from, by index: the known device
 /// (127.0.0.2) from port 5000 and from port 5001, and an address no device
@@ -290,6 +289,8 @@ struct Harness {
 
 /// Most timer rounds one clock step may take before it counts as a hang.
 const MAX_TIMER_ROUNDS: usize = 100_000;
+/// Most outputs one step may yield before the drain counts as a hang.
+const MAX_OUTPUTS_PER_STEP: usize = 100_000;
 
 impl Harness {
     fn new() -> Self {
@@ -355,18 +356,22 @@ impl Harness {
     fn drain(&mut self) -> (Vec<Transmit>, Vec<crate::Publish>) {
         let mut sent = Vec::new();
         let mut published = Vec::new();
-        loop {
-            let mut progress = false;
-            while let Some(transmit) = self.endpoint.poll_transmit() {
-                sent.push(transmit);
-                progress = true;
-            }
-            while let Some(publish) = self.endpoint.poll_publish() {
-                published.push(publish);
-                progress = true;
-            }
-            if !progress {
-                break;
+        // Bounded: one step yields a handful of outputs.
+        for _ in 0..MAX_OUTPUTS_PER_STEP {
+            match self.endpoint.poll_output() {
+                Output::Transmit(transmit) => sent.push(transmit),
+                Output::Publish(publish) => published.push(publish),
+                Output::Store(write) => {
+                    panic!("a harness without store asked for a store write: {write:?}")
+                }
+                Output::Timeout(at) => {
+                    assert_eq!(
+                        at,
+                        self.endpoint.poll_timeout(),
+                        "the drain's last word is the timer"
+                    );
+                    break;
+                }
             }
         }
         for transmit in &sent {

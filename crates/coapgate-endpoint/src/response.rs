@@ -2,7 +2,11 @@
 //! CON messages.
 
 use coapgate_codec::{self as codec, CoapOption, MessageClass, MessageType, Packet, ResponseType};
+use coapgate_exchange::MessageIds;
 use zeroize::Zeroizing;
+
+/// Max-Age, in seconds, of a 5.03 Service Unavailable.
+pub(crate) const RETRY_AFTER_SECONDS: u32 = 5;
 
 /// An answer, before it is framed: code, options, payload.
 ///
@@ -23,6 +27,13 @@ impl Response {
             options: Vec::new(),
             payload: Zeroizing::new(Vec::new()),
         }
+    }
+
+    /// 5.03 Service Unavailable with Max-Age: come back later (an
+    /// overload, or a store that cannot take a write now).
+    pub(crate) fn service_unavailable() -> Self {
+        Self::new(ResponseType::ServiceUnavailable)
+            .with_uint_option(CoapOption::MaxAge, RETRY_AFTER_SECONDS)
     }
 
     /// Adds an option with an unsigned-integer value (RFC 7252 §3.2,
@@ -70,14 +81,50 @@ impl Response {
     }
 }
 
-/// Whether the bytes before a message's payload contain the text `89`.
-///
-/// 1NCE's C SDK finds the `/bootstrap` answer by searching the whole
-/// datagram for `89` (the start of every ICCID), so a NON response must not
-/// contain it in its header, token or options (SPEC §2.4).
-pub(crate) fn has_89_before_payload(message: &[u8], payload_len: usize) -> bool {
-    let head = &message[..message.len().saturating_sub(payload_len)];
-    head.windows(2).any(|w| w == b"89")
+impl Response {
+    /// The encoded message under a message ID of ours (a NON response, or
+    /// a separate CON one), and that ID.
+    ///
+    /// With a payload, the ID is the next one from `ids` that leaves the
+    /// bytes before the payload readable for 1NCE's C SDK: it finds the
+    /// `/bootstrap` answer by searching the datagram for `89` (the start of
+    /// every ICCID) with C string functions, so those bytes may hold
+    /// neither the text `89` nor a `0x00`, which would end the string
+    /// early (spec.md §2.4). Only the token, which the device chose, can
+    /// make that impossible; then the first ID is used.
+    pub(crate) fn encode_own(
+        &self,
+        message_type: MessageType,
+        ids: &mut MessageIds,
+        token: &[u8],
+    ) -> Option<(u16, Vec<u8>)> {
+        let mut bytes = self.encode(message_type, 0, token)?;
+        let message_id = if self.payload.is_empty() {
+            ids.next_id()
+        } else {
+            let head_len = bytes.len() - self.payload.len();
+            let mut head = bytes[..head_len].to_vec();
+            let first = ids.next_id();
+            let mut readable = |id: u16| {
+                head[2..4].copy_from_slice(&id.to_be_bytes());
+                c_string_readable(&head)
+            };
+            if readable(first) {
+                first
+            } else {
+                let id = ids.next_id_where(&mut readable);
+                if readable(id) { id } else { first }
+            }
+        };
+        bytes[2..4].copy_from_slice(&message_id.to_be_bytes());
+        Some((message_id, bytes))
+    }
+}
+
+/// Whether bytes before a payload let a C string search reach it: no `0x00`
+/// (the end of a C string) and no text `89`.
+pub(crate) fn c_string_readable(head: &[u8]) -> bool {
+    !head.contains(&0) && !head.windows(2).any(|w| w == b"89")
 }
 
 /// A response code as `c.dd` text, for metrics.
@@ -128,10 +175,43 @@ mod tests {
     }
 
     #[test]
-    fn finds_89_only_before_the_payload() {
-        assert!(has_89_before_payload(b"\x50\x45\x38\x39\xc0\xff8988", 4));
-        assert!(!has_89_before_payload(b"\x50\x45\x38\x40\xc0\xff8988", 4));
+    fn readable_heads_have_neither_nul_nor_89() {
+        assert!(c_string_readable(b"\x50\x45\x12\x34\xc0\xff"));
+        assert!(!c_string_readable(b"\x50\x45\x38\x39\xc0\xff"));
+        assert!(!c_string_readable(b"\x50\x45\x12\x00\xc0\xff"));
         // Across the header/option boundary too.
-        assert!(has_89_before_payload(b"\x50\x45\x00\x38\x39\xff8988", 4));
+        assert!(!c_string_readable(b"\x50\x45\x00\x38\x39\xff"));
+        assert!(!c_string_readable(b"\x50\x45\x12\x38\x39\xff"));
+    }
+
+    /// The field case of spec.md §2.4: a NON 2.05 with no token and a
+    /// text/plain payload, whatever message ID the counter is at.
+    #[test]
+    fn every_message_id_counter_gives_a_readable_bootstrap_answer() {
+        let body = b"8988280666000000000,aB3dEf7hIjKlMnOp,coaps://localhost:5684".to_vec();
+        let response = Response::new(ResponseType::Content).with_text(Zeroizing::new(body.clone()));
+        for start in 0..=u16::MAX {
+            let mut ids = MessageIds::new(start);
+            let (id, bytes) = response
+                .encode_own(MessageType::NonConfirmable, &mut ids, &[])
+                .expect("encodes");
+            let head = &bytes[..bytes.len() - body.len()];
+            assert!(
+                c_string_readable(head),
+                "start {start:#06x}: id {id:#06x} gives {head:02x?}"
+            );
+            assert_eq!(u16::from_be_bytes([bytes[2], bytes[3]]), id);
+            assert!(bytes.ends_with(&body));
+        }
+    }
+
+    #[test]
+    fn ids_are_used_in_order_when_the_payload_does_not_care() {
+        let response = Response::new(ResponseType::Changed);
+        let mut ids = MessageIds::new(0x3838);
+        let (id, bytes) = response
+            .encode_own(MessageType::Confirmable, &mut ids, &[])
+            .expect("encodes");
+        assert_eq!((id, &bytes[2..4]), (0x3838, &[0x38, 0x38][..]));
     }
 }

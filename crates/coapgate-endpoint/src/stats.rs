@@ -26,6 +26,8 @@ pub struct EndpointStats {
     pub dedup: DedupStats,
     /// Publishes awaiting the broker now.
     pub pending_publishes: usize,
+    /// Store writes awaiting the store now.
+    pub pending_store_writes: usize,
     /// Separate responses retransmitted.
     pub retransmissions: u64,
     /// Separate responses given up after MAX_RETRANSMIT.

@@ -109,7 +109,9 @@ fn within_5_minutes_the_same_psk_after_5_minutes_a_new_one() {
     w.advance(Duration::from_secs(5 * 60));
     let new = body(&one(w.deliver(device_link(2), &get_bootstrap(3))));
     assert_ne!(new, first);
-    assert!(new.contains("PSK0000000000002"), "{new}");
+    // Every call carries a fresh candidate to the store; the third call's
+    // is the one handed out.
+    assert!(new.contains("PSK0000000000003"), "{new}");
 }
 
 #[test]
@@ -189,6 +191,7 @@ fn a_store_failure_is_5_00_with_an_empty_payload() {
     w.psks
         .fail
         .store(true, std::sync::atomic::Ordering::Relaxed);
+    // (A locked store is 5.03 instead: tests/store.rs.)
     let r = one(w.deliver(device_link(2), &get_bootstrap(1)));
     assert!(r.is(ResponseType::InternalServerError));
     assert!(r.packet.payload.is_empty());

@@ -213,12 +213,13 @@ impl<T: DeviceDirectory + ?Sized> DeviceDirectory for Arc<T> {
 
 /// Which devices have had their one-time `DEVICE_FIRST_TIME_REGISTERED`
 /// event published (SPEC §2.3): once per device ever, surviving restarts.
+///
+/// Read on the hot path, so implementations answer from memory. Recording
+/// a registration is a write, which the engine asks its driver for as an
+/// output once the broker confirmed the event.
 pub trait Registrations: Send + Sync {
-    /// Whether the device's first-time event was published; from memory.
+    /// Whether the device's first-time event was published and recorded.
     fn is_registered(&self, iccid: &Iccid) -> bool;
-    /// Records that it was (the broker confirmed it), durably. The error
-    /// text says what failed; it never holds a secret.
-    fn mark_registered(&self, iccid: &Iccid, at: std::time::SystemTime) -> Result<(), String>;
 }
 
 #[cfg(test)]

@@ -27,7 +27,6 @@ pub struct BackgroundServer {
     coap_addr: SocketAddr,
     coaps_addr: SocketAddr,
     admin_addr: SocketAddr,
-    mqtt_addr: SocketAddr,
     store: Store,
     stop: Option<oneshot::Sender<()>>,
     thread: Option<JoinHandle<Result<(), ServerError>>>,
@@ -63,7 +62,6 @@ impl BackgroundServer {
                         server.coap_addr(),
                         server.coaps_addr(),
                         server.admin_addr(),
-                        server.mqtt_addr(),
                         server.store().clone(),
                     );
                     let _ = ready_tx.send(Ok(bound));
@@ -78,20 +76,19 @@ impl BackgroundServer {
                 what: "spawn the server thread".into(),
                 source,
             })?;
-        let (coap_addr, coaps_addr, admin_addr, mqtt_addr, store) =
-            match ready_rx.recv_timeout(START_TIMEOUT) {
-                Ok(bound) => bound?,
-                Err(_) => {
-                    return Err(ServerError::Config(
-                        "the server thread ended or hung before binding".into(),
-                    ));
-                }
-            };
+        let (coap_addr, coaps_addr, admin_addr, store) = match ready_rx.recv_timeout(START_TIMEOUT)
+        {
+            Ok(bound) => bound?,
+            Err(_) => {
+                return Err(ServerError::Config(
+                    "the server thread ended or hung before binding".into(),
+                ));
+            }
+        };
         Ok(Self {
             coap_addr,
             coaps_addr,
             admin_addr,
-            mqtt_addr,
             store,
             stop: Some(stop_tx),
             thread: Some(thread),
@@ -111,11 +108,6 @@ impl BackgroundServer {
     /// The bound admin API address.
     pub fn admin_addr(&self) -> SocketAddr {
         self.admin_addr
-    }
-
-    /// The broker the bridge talks to.
-    pub fn mqtt_addr(&self) -> SocketAddr {
-        self.mqtt_addr
     }
 
     /// The device store the server reads.

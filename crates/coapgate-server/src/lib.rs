@@ -27,6 +27,7 @@ mod config;
 mod driver;
 mod metrics;
 mod udp;
+mod writer;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -37,6 +38,7 @@ use std::time::Duration;
 use coapgate_bootstrap::Policy;
 use coapgate_dtls::{DtlsServer, Key};
 use coapgate_endpoint::{BootstrapConfig, Endpoint, EndpointConfig};
+use coapgate_gateway::Gateway;
 use coapgate_mqtt::{Bridge, BridgeConfig, BridgeEvent, BridgeHandle, EmbeddedBroker, Qos};
 use coapgate_store::Store;
 use coapgate_topic::TopicTemplates;
@@ -79,9 +81,9 @@ pub struct Server {
     store: Store,
     coap: UdpSocket,
     coap_addr: SocketAddr,
-    dtls: driver::Dtls,
+    coaps: UdpSocket,
+    dtls: DtlsServer,
     coaps_addr: SocketAddr,
-    mqtt_addr: SocketAddr,
     bridge: BridgeHandle,
     events: mpsc::Receiver<BridgeEvent>,
     scrapes: mpsc::Receiver<tokio::sync::oneshot::Sender<String>>,
@@ -127,28 +129,19 @@ impl MetricsHandle {
 }
 
 impl Server {
-    /// Opens the store and seeds the configured devices, starts the
+    /// Opens the store and seeds the configured devices (on tokio's
+    /// blocking pool, never on the caller's runtime thread), starts the
     /// embedded broker when no `[mqtt] url` is given, starts the bridge and
     /// waits (up to `mqtt.connect_timeout`) for its first connection, and
-    /// binds the CoAP socket.
+    /// binds the CoAP, CoAPS and admin sockets.
     pub async fn bind(config: Config) -> Result<Self, ServerError> {
         config.validate()?;
-        let store = coapgate_store::open(&config.store.url)?;
-        for seed in &config.devices {
-            store.put_device(seed.clone().into())?;
-            if let Some(record) = seed.psk_record()? {
-                store.set_psk(&seed.iccid, &record)?;
-            }
-            if let Some(position) = seed.position()? {
-                store.put_position(&seed.iccid, &position)?;
-            }
-        }
-        if !config.devices.is_empty() {
-            tracing::info!(
-                count = config.devices.len(),
-                "devices from the configuration seeded"
-            );
-        }
+        let (config, store) = tokio::task::spawn_blocking(move || {
+            let store = open_and_seed(&config)?;
+            Ok::<_, ServerError>((config, store))
+        })
+        .await
+        .map_err(|e| ServerError::Config(format!("store: opening panicked: {e}")))??;
 
         let (broker, mut bridge_config) = match &config.mqtt.url {
             Some(url) => (None, BridgeConfig::from_url(url)?),
@@ -174,7 +167,6 @@ impl Server {
         bridge_config.keep_alive = config.mqtt.keep_alive;
         bridge_config.max_packet_size = config.mqtt.max_packet_size;
         bridge_config.outbox_capacity = config.coap.max_pending;
-        let mqtt_addr = resolve(&bridge_config.host, bridge_config.port);
         let (bridge, mut events) = Bridge::start(bridge_config);
         // Wait for the first connection so the first devices do not get 5.02
         // for a broker that is merely still connecting.
@@ -241,12 +233,9 @@ impl Server {
             store,
             coap,
             coap_addr,
-            dtls: driver::Dtls {
-                socket: coaps,
-                server: dtls,
-            },
+            coaps,
+            dtls,
             coaps_addr,
-            mqtt_addr,
             bridge,
             events,
             _broker: broker,
@@ -271,11 +260,6 @@ impl Server {
     /// The bound CoAP address.
     pub fn coap_addr(&self) -> SocketAddr {
         self.coap_addr
-    }
-
-    /// The broker the bridge talks to (the embedded one unless configured).
-    pub fn mqtt_addr(&self) -> SocketAddr {
-        self.mqtt_addr
     }
 
     /// The device store (shared with the running server).
@@ -310,21 +294,25 @@ impl Server {
                 coaps_url: self.config.coaps.public_url.clone(),
             },
             seed: rand::random(),
+            ..EndpointConfig::default()
         };
         let store = self.store.clone();
         let templates = self.store.clone();
         let mut endpoint = Endpoint::new(engine_config, Arc::new(self.store.directory()))
-            .with_psk_store(Arc::new(store.clone()))
+            .with_bootstrap()
             .with_positions(Arc::new(store.clone()))
             .with_registrations(Arc::new(store.clone()))
             .with_templates(Arc::new(move || templates.active_template()));
         endpoint.handle_broker_state(self.bridge.is_connected());
+        let (writer, store_results) = writer::StoreWriter::start(store.clone())?;
         let driver = driver::Driver {
-            endpoint,
+            gateway: Gateway::new(endpoint, self.dtls),
             coap: self.coap,
-            dtls: self.dtls,
+            coaps: self.coaps,
             bridge: self.bridge,
             events: self.events,
+            writer,
+            store_results,
             shutdown_grace: self.config.coap.shutdown_grace,
             scrapes: self.scrapes,
             publish_seconds: metrics::publish_histogram(),
@@ -390,13 +378,25 @@ fn local_addr(socket: &UdpSocket, what: &str) -> Result<SocketAddr, ServerError>
     })
 }
 
-fn resolve(host: &str, port: u16) -> SocketAddr {
-    use std::net::ToSocketAddrs;
-    (host, port)
-        .to_socket_addrs()
-        .ok()
-        .and_then(|mut a| a.next())
-        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], port)))
+/// Opens the store and seeds the configured devices. Blocking.
+fn open_and_seed(config: &Config) -> Result<Store, ServerError> {
+    let store = coapgate_store::open(&config.store.url)?;
+    for seed in &config.devices {
+        store.put_device(seed.clone().into())?;
+        if let Some(record) = seed.psk_record()? {
+            store.set_psk(&seed.iccid, &record)?;
+        }
+        if let Some(position) = seed.position()? {
+            store.put_position(&seed.iccid, &position)?;
+        }
+    }
+    if !config.devices.is_empty() {
+        tracing::info!(
+            count = config.devices.len(),
+            "devices from the configuration seeded"
+        );
+    }
+    Ok(store)
 }
 
 /// Binds and serves until `shutdown` completes.

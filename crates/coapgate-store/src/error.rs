@@ -95,6 +95,18 @@ pub enum StoreError {
         /// Which field is wrong.
         reason: String,
     },
+    /// The database stayed locked or busy (another process or connection
+    /// holds a write lock) for [`BUSY_TIMEOUT`](crate::BUSY_TIMEOUT), or
+    /// cannot be reached; nothing was written, and the same call may
+    /// succeed later.
+    #[error("database busy while trying to {context}")]
+    Busy {
+        /// What the store was doing.
+        context: &'static str,
+        /// The database's own error.
+        #[source]
+        source: BoxError,
+    },
     /// A database operation failed.
     #[error("database error while trying to {context}")]
     Database {
@@ -113,9 +125,25 @@ pub(crate) trait Context<T> {
 
 impl<T> Context<T> for Result<T, rusqlite::Error> {
     fn context(self, context: &'static str) -> Result<T, StoreError> {
-        self.map_err(|source| StoreError::Database {
-            context,
-            source: Box::new(source),
+        self.map_err(|source| {
+            let busy = matches!(
+                source.sqlite_error_code(),
+                Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+            );
+            let source = Box::new(source);
+            if busy {
+                StoreError::Busy { context, source }
+            } else {
+                StoreError::Database { context, source }
+            }
         })
+    }
+}
+
+impl StoreError {
+    /// Whether the same call may succeed later: the database was busy or
+    /// unreachable, and nothing was written ([`StoreError::Busy`]).
+    pub fn is_transient(&self) -> bool {
+        matches!(self, StoreError::Busy { .. })
     }
 }

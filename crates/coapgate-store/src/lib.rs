@@ -26,9 +26,10 @@
 //! # Ok(()) }
 //! ```
 //!
-//! PSK records (SPEC §2.4) live in the same database. [`Store`] implements
-//! [`coapgate_bootstrap::PskStore`] (one atomic read-decide-write per
-//! `/bootstrap` call), and [`Store::psk_keys`] hands out [`PskKeys`], the
+//! PSK records (SPEC §2.4) live in the same database.
+//! [`Store::bootstrap`] applies a `/bootstrap` call's
+//! [`PskUpdate`](coapgate_bootstrap::PskUpdate) in one atomic
+//! read-decide-write, and [`Store::psk_keys`] hands out [`PskKeys`], the
 //! in-memory DTLS keys by identity that a handshake reads.
 //!
 //! # Backends and URLs
@@ -61,10 +62,14 @@
 //! # Blocking
 //!
 //! Every [`Store`] method is synchronous and may wait for the database
-//! (a disk write, or up to [`BUSY_TIMEOUT`] for a lock). From async code call
-//! them through `tokio::task::spawn_blocking`; a single small write on a
-//! lightly loaded server may also be called directly. [`DeviceView`] lookups
-//! never wait for the database and are fine on the hot path.
+//! (a disk write, or up to [`BUSY_TIMEOUT`] for a lock, then
+//! [`StoreError::Busy`]). Never call one on an event loop: from async code
+//! use `tokio::task::spawn_blocking` or a thread of its own (the server runs
+//! the engine's writes on a writer thread). The in-memory views —
+//! [`DeviceView`], [`PskKeys`], registrations, latest positions, the active
+//! template — never wait for the database and are what the hot path reads.
+//! A file database has two connections: one for the engine's writes, one
+//! for everything else (the admin API).
 //!
 //! # Schema
 //!
@@ -142,9 +147,20 @@ pub fn open(url: &str) -> Result<Store, StoreError> {
         devices = count,
         "store open"
     );
+    let writer = match &location {
+        Location::Memory => None,
+        Location::File(path) => {
+            let writer = open_file(path)?;
+            writer
+                .pragma_update(None, "foreign_keys", true)
+                .context("enable foreign keys")?;
+            Some(Mutex::new(writer))
+        }
+    };
     Ok(Store {
         inner: Arc::new(Inner {
             conn: Mutex::new(conn),
+            writer,
             view,
             psk_keys,
             tracking,
@@ -197,6 +213,8 @@ pub struct Store {
 
 struct Inner {
     conn: Mutex<Connection>,
+    /// A file database's connection for the engine's writes.
+    writer: Option<Mutex<Connection>>,
     view: DeviceView,
     psk_keys: PskKeys,
     tracking: Arc<positions::Tracking>,
@@ -333,6 +351,20 @@ impl Store {
         // rolled it back; the connection itself is still usable.
         self.inner
             .conn
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The connection of the engine's writes ([`bootstrap`](Self::bootstrap),
+    /// [`mark_registered`](Self::mark_registered),
+    /// [`flush_positions`](Self::flush_positions)): a file database's own
+    /// second connection, so an operator's query never delays a device's
+    /// write and the reverse; an in-memory database's only one.
+    fn writer(&self) -> MutexGuard<'_, Connection> {
+        self.inner
+            .writer
+            .as_ref()
+            .unwrap_or(&self.inner.conn)
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
     }

@@ -193,7 +193,7 @@ impl Store {
         if queued.is_empty() {
             return Ok(0);
         }
-        let mut conn = self.conn();
+        let mut conn = self.writer();
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .context("start writing positions")?;
@@ -240,20 +240,25 @@ impl Registrations for Store {
             .unwrap_or_else(PoisonError::into_inner)
             .contains(iccid)
     }
+}
 
-    fn mark_registered(&self, iccid: &Iccid, at: SystemTime) -> Result<(), String> {
+impl Store {
+    /// Records, durably and on the writer connection, that the device's
+    /// first-time registration event was published; from then on
+    /// [`Registrations::is_registered`] says so. Recording a device twice,
+    /// or one removed meanwhile, changes nothing.
+    pub fn mark_registered(&self, iccid: &Iccid, at: SystemTime) -> Result<(), StoreError> {
         let at_ms = at
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
-        let conn = self.conn();
-        conn.execute(
-            "INSERT INTO registrations (iccid, registered_ms) SELECT ?1, ?2
-             WHERE EXISTS (SELECT 1 FROM devices WHERE iccid = ?1)
-             ON CONFLICT (iccid) DO NOTHING",
-            params![iccid.as_str(), at_ms],
-        )
-        .map_err(|e| format!("record a registration: {e}"))?;
-        drop(conn);
+        self.writer()
+            .execute(
+                "INSERT INTO registrations (iccid, registered_ms) SELECT ?1, ?2
+                 WHERE EXISTS (SELECT 1 FROM devices WHERE iccid = ?1)
+                 ON CONFLICT (iccid) DO NOTHING",
+                params![iccid.as_str(), at_ms],
+            )
+            .context("record a registration")?;
         self.inner
             .tracking
             .registered

@@ -6,7 +6,7 @@ use std::fmt;
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use coapgate_bootstrap::{BootstrapError, PskOrigin, PskRecord, PskStore};
+use coapgate_bootstrap::{PskOrigin, PskRecord, PskUpdate};
 use coapgate_model::Iccid;
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 use zeroize::Zeroizing;
@@ -205,27 +205,31 @@ impl Store {
     }
 }
 
-impl PskStore for Store {
-    fn update_psk(
-        &self,
-        iccid: &Iccid,
-        update: &mut dyn FnMut(Option<&PskRecord>) -> PskRecord,
-    ) -> Result<PskRecord, BootstrapError> {
-        let failed = |e: StoreError| BootstrapError::Store(e.to_string());
-        let mut conn = self.conn();
+impl Store {
+    /// Applies one `/bootstrap` call: reads the device's PSK record,
+    /// [`apply`](PskUpdate::apply)s the update, stores the result, and
+    /// makes it the device's DTLS key — one IMMEDIATE transaction on the
+    /// writer connection, so an operator setting a PSK at the same moment
+    /// is ordered before or after, never lost. Returns the stored record.
+    ///
+    /// [`StoreError::UnknownDevice`] when the device is gone;
+    /// [`StoreError::Busy`] when the database stayed locked for
+    /// [`BUSY_TIMEOUT`](crate::BUSY_TIMEOUT) (nothing was written).
+    pub fn bootstrap(&self, update: &PskUpdate) -> Result<PskRecord, StoreError> {
+        let iccid = &update.iccid;
+        let mut conn = self.writer();
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
-            .context("start updating a PSK")
-            .map_err(failed)?;
-        if !device_exists(&tx, iccid).map_err(failed)? {
-            return Err(failed(StoreError::UnknownDevice {
+            .context("start updating a PSK")?;
+        if !device_exists(&tx, iccid)? {
+            return Err(StoreError::UnknownDevice {
                 iccid: iccid.clone(),
-            }));
+            });
         }
-        let current = read(&tx, iccid).map_err(failed)?;
-        let next = update(current.as_ref());
-        write(&tx, iccid, &next).map_err(failed)?;
-        tx.commit().context("commit a PSK").map_err(failed)?;
+        let current = read(&tx, iccid)?;
+        let next = update.apply(current.as_ref());
+        write(&tx, iccid, &next)?;
+        tx.commit().context("commit a PSK")?;
         if current.as_ref().map(|c| &c.psk) != Some(&next.psk) {
             self.inner.psk_keys.set(iccid, &next);
             tracing::info!(%iccid, origin = next.origin.as_str(), "PSK issued by /bootstrap");

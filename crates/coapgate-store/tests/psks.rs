@@ -5,7 +5,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use coapgate_bootstrap::{OsPskGenerator, Policy, PskFormat, PskOrigin, PskRecord, PskStore};
+use coapgate_bootstrap::{OsPskGenerator, Policy, PskFormat, PskOrigin, PskRecord, PskUpdate};
 use coapgate_model::{Device, DeviceStatus, Iccid};
 use coapgate_store::StoreError;
 
@@ -25,12 +25,12 @@ fn iccid(s: &str) -> Iccid {
     s.parse().unwrap()
 }
 
+fn update(who: &Iccid, now: SystemTime) -> PskUpdate {
+    PskUpdate::new(who.clone(), now, Policy::default(), &mut OsPskGenerator)
+}
+
 fn bootstrap(store: &coapgate_store::Store, who: &Iccid, now: SystemTime) -> PskRecord {
-    store
-        .update_psk(who, &mut |current| {
-            Policy::default().bootstrap(now, current, &mut OsPskGenerator)
-        })
-        .unwrap()
+    store.bootstrap(&update(who, now)).unwrap()
 }
 
 #[test]
@@ -41,11 +41,10 @@ fn a_psk_needs_a_known_device() {
         store.set_psk(&iccid(A), &record),
         Err(StoreError::UnknownDevice { .. })
     ));
-    assert!(
-        store
-            .update_psk(&iccid(A), &mut |_| record.clone())
-            .is_err()
-    );
+    assert!(matches!(
+        store.bootstrap(&update(&iccid(A), SystemTime::now())),
+        Err(StoreError::UnknownDevice { .. })
+    ));
     assert!(store.psk_keys().is_empty());
 }
 
@@ -162,4 +161,30 @@ fn debug_output_never_shows_a_psk() {
         store.psk(&iccid(A)).unwrap()
     );
     assert!(!debug.contains("hunter2"), "{debug}");
+}
+
+#[test]
+fn a_locked_database_makes_bootstrap_busy_writes_nothing_and_leaves_reads_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("locked.db");
+    let store = coapgate_store::open(&format!("sqlite://{}", path.display())).unwrap();
+    store.put_device(device(A, "10.0.0.1")).unwrap();
+    // Another connection takes the write lock and keeps it.
+    let other = rusqlite::Connection::open(&path).unwrap();
+    other.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    let started = std::time::Instant::now();
+    let error = store
+        .bootstrap(&update(&iccid(A), SystemTime::now()))
+        .unwrap_err();
+    assert!(error.is_transient(), "{error}");
+    assert!(matches!(error, StoreError::Busy { .. }));
+    assert!(started.elapsed() >= coapgate_store::BUSY_TIMEOUT / 2);
+    // Reads (the admin API's connection, the in-memory views) still work.
+    assert!(store.device(&iccid(A)).unwrap().is_some());
+    assert!(store.psk_keys().key(A).is_none(), "nothing was issued");
+    other.execute_batch("ROLLBACK").unwrap();
+    // The lock is gone: the same call succeeds.
+    let record = bootstrap(&store, &iccid(A), SystemTime::now());
+    assert_eq!(store.psk(&iccid(A)).unwrap().unwrap().psk, record.psk);
+    assert!(store.psk_keys().key(A).is_some());
 }

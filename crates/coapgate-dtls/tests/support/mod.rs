@@ -172,6 +172,9 @@ pub struct Pair {
     pub drop_to_server: usize,
     /// Drop the next this-many datagrams from the server to clients.
     pub drop_to_client: usize,
+    /// Handshakes from these addresses are refused (`DtlsServer::refuse`);
+    /// all others accepted.
+    pub refused: Vec<SocketAddr>,
 }
 
 impl Pair {
@@ -184,6 +187,7 @@ impl Pair {
             stray: Vec::new(),
             drop_to_server: 0,
             drop_to_client: 0,
+            refused: Vec::new(),
         }
     }
 
@@ -213,6 +217,13 @@ impl Pair {
                             c.stream.get_mut().inbox.push_back(bytes)
                         }
                         None => self.stray.push((to, bytes)),
+                    }
+                }
+                DtlsEvent::Incoming(incoming) => {
+                    if self.refused.contains(&incoming.addr()) {
+                        self.server.refuse(incoming);
+                    } else {
+                        self.server.accept(self.now, incoming);
                     }
                 }
                 other => self.events.push(other),

@@ -7,7 +7,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use coapgate_endpoint::{Endpoint, EndpointConfig, Link, PublishResult};
+use coapgate_endpoint::{Endpoint, EndpointConfig, Link, Output, Publish, PublishResult};
 use coapgate_model::{Device, DeviceDirectory, DeviceStatus};
 
 /// Devices in the directory.
@@ -110,21 +110,14 @@ impl Rig {
         let endpoint = &mut self.endpoint;
         endpoint.handle_datagram(self.now, self.wall, self.links[device], &self.datagram);
         let mut confirmed = None;
-        while let Some(publish) = endpoint.poll_publish() {
-            confirmed = Some(publish.id);
-            black_box(publish);
-        }
+        drain(endpoint, |publish| confirmed = Some(publish.id));
         if let Some(id) = confirmed {
             endpoint.handle_publish_result(self.now, id, PublishResult::Confirmed);
-        }
-        while let Some(transmit) = endpoint.poll_transmit() {
-            black_box(transmit);
+            drain(endpoint, |_| {});
         }
         if endpoint.poll_timeout().is_some_and(|at| at <= self.now) {
             endpoint.handle_timeout(self.now);
-            while let Some(transmit) = endpoint.poll_transmit() {
-                black_box(transmit);
-            }
+            drain(endpoint, |_| {});
         }
     }
 
@@ -136,8 +129,25 @@ impl Rig {
         self.datagram[2..4].copy_from_slice(&message_id.to_be_bytes());
         let endpoint = &mut self.endpoint;
         endpoint.handle_datagram(self.now, self.wall, self.links[device], &self.datagram);
-        while let Some(transmit) = endpoint.poll_transmit() {
-            black_box(transmit);
+        drain(endpoint, |_| {});
+    }
+}
+
+/// The engine's contract: every output until the timer, each one consumed.
+fn drain(endpoint: &mut Endpoint, mut on_publish: impl FnMut(&Publish)) {
+    loop {
+        match endpoint.poll_output() {
+            Output::Publish(publish) => {
+                on_publish(&publish);
+                black_box(publish);
+            }
+            Output::Timeout(at) => {
+                black_box(at);
+                return;
+            }
+            other => {
+                black_box(other);
+            }
         }
     }
 }

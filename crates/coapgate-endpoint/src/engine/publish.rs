@@ -1,9 +1,11 @@
-//! Messages for the broker and who waits for them.
+//! Work for the broker and the store, and who waits for it.
 //!
 //! A request may need several publishes (telemetry and a LOCATION event);
 //! it is answered 2.04 when all are confirmed, or at the first failure. A
-//! first-time registration event belongs to no request: the device is
-//! marked registered only once the broker confirmed it, so a failed one is
+//! `/bootstrap` request waits for one store write. A first-time
+//! registration event belongs to no request: once the broker confirmed it,
+//! the engine asks the store to record it, and until the store answered the
+//! device is not offered the event again; a failed publish or write is
 //! tried again on the device's next request.
 
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -14,7 +16,7 @@ use coapgate_model::{Device, Iccid};
 use rand::Rng;
 
 use super::{Endpoint, Pending, Request};
-use crate::Publish;
+use crate::{Output, Publish, StoreRequest, StoreResult, StoreWrite};
 
 /// Identifies a request waiting for the broker.
 pub(super) type RequestId = u64;
@@ -30,6 +32,23 @@ pub(super) enum Owner {
         iccid: Iccid,
         /// When it was first seen.
         wall: SystemTime,
+    },
+}
+
+/// Who waits for a store write.
+#[derive(Debug)]
+pub(super) enum StoreWaiter {
+    /// A `/bootstrap` request, answered with the stored PSK.
+    Bootstrap {
+        /// The request.
+        request: RequestId,
+        /// Its device.
+        iccid: Iccid,
+    },
+    /// A device's confirmed first-time registration.
+    Registration {
+        /// The device.
+        iccid: Iccid,
     },
 }
 
@@ -78,20 +97,41 @@ impl Endpoint {
         let id = self.next_publish;
         self.next_publish += 1;
         let deadline = now + self.config.publish_timeout;
-        self.publishes.push_back(Publish {
+        self.outputs.push_back(Output::Publish(Publish {
             id,
             topic,
             payload,
             deadline,
-        });
+        }));
         self.owners.insert(id, owner);
         self.deadline_timers.push_back((deadline, id));
     }
 
-    /// Registers `request` as waiting for its `publishes` (already queued
+    /// Queues a write for the store on behalf of `waiter`; the engine
+    /// waits for it until `now + store_timeout`.
+    pub(super) fn enqueue_store_write(
+        &mut self,
+        now: Instant,
+        waiter: StoreWaiter,
+        request: StoreRequest,
+    ) {
+        let id = self.next_store_write;
+        self.next_store_write += 1;
+        let deadline = now + self.config.store_timeout;
+        self.outputs.push_back(Output::Store(StoreWrite {
+            id,
+            request,
+            deadline,
+        }));
+        self.store_writes.insert(id, waiter);
+        self.store_timers.push_back((deadline, id));
+    }
+
+    /// Registers `request` as waiting: for its `publishes` (already queued
     /// with [`Owner::Request`] and the ID this returns, see
-    /// [`next_request_id`](Self::next_request_id)).
-    pub(super) fn await_broker(&mut self, id: RequestId, request: &Request<'_>, publishes: usize) {
+    /// [`next_request_id`](Self::next_request_id)), or, with none, for a
+    /// store write queued with that ID.
+    pub(super) fn await_work(&mut self, id: RequestId, request: &Request<'_>, publishes: usize) {
         self.pending.insert(
             id,
             Pending {
@@ -141,18 +181,34 @@ impl Endpoint {
         self.enqueue_publish(request.now, owner, topic, payload);
     }
 
-    /// The broker confirmed (or not) a registration event.
-    pub(super) fn registration_result(&mut self, iccid: Iccid, wall: SystemTime, confirmed: bool) {
-        self.registering.remove(&iccid);
+    /// The broker confirmed (or not) a registration event: a confirmed
+    /// one is recorded by the store; the device stays "registering" until
+    /// the store answered.
+    pub(super) fn registration_result(
+        &mut self,
+        now: Instant,
+        iccid: Iccid,
+        wall: SystemTime,
+        confirmed: bool,
+    ) {
         if !confirmed {
+            self.registering.remove(&iccid);
             return;
         }
-        if let Some(registrations) = &self.registrations {
-            if let Err(error) = registrations.mark_registered(&iccid, wall) {
-                // The event went out; recording it failed, so it may be
-                // published once more after a restart (at least once).
-                tracing::error!(%iccid, %error, "could not record a registration");
-            }
+        let request = StoreRequest::MarkRegistered {
+            iccid: iccid.clone(),
+            at: wall,
+        };
+        self.enqueue_store_write(now, StoreWaiter::Registration { iccid }, request);
+    }
+
+    /// The store recorded (or not) a registration.
+    pub(super) fn registration_recorded(&mut self, iccid: Iccid, result: &StoreResult) {
+        self.registering.remove(&iccid);
+        if *result != StoreResult::Done {
+            // The event went out; recording it failed, so the device's next
+            // request publishes it once more (at least once, never lost).
+            tracing::error!(%iccid, ?result, "could not record a registration");
         }
     }
 }

@@ -14,9 +14,6 @@ use crate::PayloadFormat;
 use crate::response::Response;
 use codec::option_number::{LOCATION_QUERY, URI_QUERY};
 
-/// Max-Age (seconds) on a 5.03 when too many publishes are pending.
-const OVERLOAD_MAX_AGE: u32 = 5;
-
 impl Endpoint {
     /// Steps 6 and 7 for `POST /` and `POST /data`.
     pub(super) fn telemetry(&mut self, request: &Request<'_>, device: &Device) -> Outcome {
@@ -65,10 +62,7 @@ impl Endpoint {
         };
         let needed = 1 + usize::from(position.is_some());
         if !self.has_room_for(needed) {
-            return Outcome::Respond(
-                Response::new(ResponseType::ServiceUnavailable)
-                    .with_uint_option(CoapOption::MaxAge, OVERLOAD_MAX_AGE),
-            );
+            return Outcome::Respond(Response::service_unavailable());
         }
         let request_id = self.next_request_id();
         let owner = || Owner::Request(request_id);
@@ -117,7 +111,7 @@ impl Endpoint {
                 positions.record(&device.iccid, position);
             }
         }
-        self.await_broker(request_id, request, needed);
+        self.await_work(request_id, request, needed);
         Outcome::Pending
     }
 

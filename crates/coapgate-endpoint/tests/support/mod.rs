@@ -8,11 +8,16 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
-use coapgate_bootstrap::{BootstrapError, Psk, PskGenerator, PskRecord, PskStore};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use coapgate_bootstrap::{Psk, PskGenerator, PskRecord, PskUpdate};
 use coapgate_endpoint::codec::{
     self, CoapOption, MessageClass, MessageType, Packet, RequestType, ResponseType,
 };
-use coapgate_endpoint::{Endpoint, EndpointConfig, Link, Publish, PublishResult, Transmit};
+use coapgate_endpoint::{
+    Endpoint, EndpointConfig, Link, Output, Publish, PublishResult, StoreRequest, StoreResult,
+    StoreWrite, Transmit,
+};
 use coapgate_model::{Device, DeviceDirectory, DeviceStatus, Iccid};
 
 pub const ICCID: &str = "8988280666000000000";
@@ -41,27 +46,27 @@ impl DeviceDirectory for Devices {
     }
 }
 
-/// PSK records in memory; `fail` makes every update fail like a broken
-/// database.
+/// PSK records in memory; `fail` makes every write fail like a broken
+/// database, `unavailable` like a locked one.
 #[derive(Default, Clone)]
 pub struct Psks {
     pub records: Arc<RwLock<HashMap<Iccid, PskRecord>>>,
-    pub fail: Arc<std::sync::atomic::AtomicBool>,
+    pub fail: Arc<AtomicBool>,
+    pub unavailable: Arc<AtomicBool>,
 }
 
-impl PskStore for Psks {
-    fn update_psk(
-        &self,
-        iccid: &Iccid,
-        update: &mut dyn FnMut(Option<&PskRecord>) -> PskRecord,
-    ) -> Result<PskRecord, BootstrapError> {
-        if self.fail.load(std::sync::atomic::Ordering::Relaxed) {
-            return Err(BootstrapError::Store("disk full".into()));
+impl Psks {
+    fn bootstrap(&self, update: &PskUpdate) -> StoreResult {
+        if self.fail.load(Ordering::Relaxed) {
+            return StoreResult::Failed;
+        }
+        if self.unavailable.load(Ordering::Relaxed) {
+            return StoreResult::Unavailable;
         }
         let mut records = self.records.write().unwrap();
-        let next = update(records.get(iccid));
-        records.insert(iccid.clone(), next.clone());
-        Ok(next)
+        let next = update.apply(records.get(&update.iccid));
+        records.insert(update.iccid.clone(), next.clone());
+        StoreResult::Psk(next)
     }
 }
 
@@ -82,19 +87,22 @@ impl coapgate_location::PositionStore for Positions {
 #[derive(Default, Clone)]
 pub struct Registered {
     pub devices: Arc<RwLock<std::collections::HashSet<Iccid>>>,
-    pub fail: Arc<std::sync::atomic::AtomicBool>,
+    pub fail: Arc<AtomicBool>,
 }
 
 impl coapgate_model::Registrations for Registered {
     fn is_registered(&self, iccid: &Iccid) -> bool {
         self.devices.read().unwrap().contains(iccid)
     }
-    fn mark_registered(&self, iccid: &Iccid, _at: SystemTime) -> Result<(), String> {
-        if self.fail.load(std::sync::atomic::Ordering::Relaxed) {
-            return Err("disk full".into());
+}
+
+impl Registered {
+    fn mark(&self, iccid: &Iccid) -> StoreResult {
+        if self.fail.load(Ordering::Relaxed) {
+            return StoreResult::Failed;
         }
         self.devices.write().unwrap().insert(iccid.clone());
-        Ok(())
+        StoreResult::Done
     }
 }
 
@@ -117,7 +125,9 @@ impl PskGenerator for CountingPsks {
     }
 }
 
-/// The engine with a fake clock; every output is collected.
+/// The engine with a fake clock; every output is collected, and store
+/// writes are carried out by an in-memory store that takes
+/// `store_latency` per write.
 pub struct World {
     pub endpoint: Endpoint,
     pub devices: Devices,
@@ -132,6 +142,14 @@ pub struct World {
     pub sent: Vec<(Instant, Transmit)>,
     /// Everything the engine asked to publish.
     pub published: Vec<Publish>,
+    /// Everything the engine asked the store to write.
+    pub store_writes: Vec<StoreWrite>,
+    /// How long the store takes per write; zero answers within the same
+    /// drain. Writes are carried out one after another, like the server's
+    /// writer does.
+    pub store_latency: Duration,
+    /// Writes in the store's hands: (when it answers, the write).
+    store_busy: std::collections::VecDeque<(Instant, StoreWrite)>,
 }
 
 pub fn device_link(last_octet: u8) -> Link {
@@ -163,7 +181,7 @@ impl World {
         let template: ActiveTemplate = Arc::default();
         let source = template.clone();
         let mut endpoint = Endpoint::new(config, Arc::new(devices.clone()))
-            .with_psk_store(Arc::new(psks.clone()))
+            .with_bootstrap()
             .with_psk_generator(Box::new(CountingPsks(0)))
             .with_positions(Arc::new(positions.clone()))
             .with_registrations(Arc::new(registered.clone()))
@@ -182,15 +200,49 @@ impl World {
             wall: SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_000_123),
             sent: Vec::new(),
             published: Vec::new(),
+            store_writes: Vec::new(),
+            store_latency: Duration::ZERO,
+            store_busy: std::collections::VecDeque::new(),
         }
     }
 
     fn drain(&mut self) {
-        while let Some(t) = self.endpoint.poll_transmit() {
-            self.sent.push((self.now, t));
+        // Bounded: a drain yields a handful of outputs.
+        for _ in 0..100_000 {
+            match self.endpoint.poll_output() {
+                Output::Transmit(t) => self.sent.push((self.now, t)),
+                Output::Publish(p) => self.published.push(p),
+                Output::Store(write) => {
+                    self.store_writes.push(write.clone());
+                    // One after another: a write starts when the previous ended.
+                    let start = self.store_busy.back().map_or(self.now, |&(at, _)| at);
+                    self.store_busy
+                        .push_back((start.max(self.now) + self.store_latency, write));
+                    if self.store_latency.is_zero() {
+                        self.store_answers_due();
+                    }
+                }
+                Output::Timeout(_) => return,
+            }
         }
-        while let Some(p) = self.endpoint.poll_publish() {
-            self.published.push(p);
+        panic!("the engine never stopped producing outputs");
+    }
+
+    /// The store answers every write due by now.
+    fn store_answers_due(&mut self) {
+        while let Some((at, _)) = self.store_busy.front() {
+            if *at > self.now {
+                break;
+            }
+            let Some((_, write)) = self.store_busy.pop_front() else {
+                break;
+            };
+            let result = match &write.request {
+                StoreRequest::Bootstrap(update) => self.psks.bootstrap(update),
+                StoreRequest::MarkRegistered { iccid, .. } => self.registered.mark(iccid),
+            };
+            self.endpoint
+                .handle_store_result(self.now, write.id, result);
         }
     }
 
@@ -236,14 +288,20 @@ impl World {
     pub fn advance(&mut self, by: Duration) -> Vec<(Duration, Vec<u8>)> {
         let target = self.now + by;
         let before = self.sent.len();
-        // Bounded: each round either fires a timer or ends.
+        // Bounded: each round either fires a timer or a store answer, or ends.
         for _ in 0..100_000 {
-            match self.endpoint.poll_timeout() {
+            let store = self.store_busy.front().map(|&(at, _)| at);
+            let next = [self.endpoint.poll_timeout(), store]
+                .into_iter()
+                .flatten()
+                .min();
+            match next {
                 Some(at) if at <= target => {
                     if at > self.now {
                         self.wall += at - self.now;
                         self.now = at;
                     }
+                    self.store_answers_due();
                     self.endpoint.handle_timeout(self.now);
                     self.drain();
                 }
