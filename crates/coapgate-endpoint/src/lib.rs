@@ -15,7 +15,7 @@
 //! [`Endpoint::poll_transmit`] and [`Endpoint::poll_publish`] until they return
 //! `None`, then ask [`Endpoint::poll_timeout`] when to call again.
 //!
-//! Every request runs through one pipeline, in the order SPEC.md §2.1 gives:
+//! Every request runs through one pipeline, in the order spec.md §2.1 gives:
 //! decode (drop or RST) → duplicate check (replay) → device by source IP
 //! (4.01) → critical options (4.02) → path and method (4.04 / 4.05) →
 //! resource validation (4.00, 4.13) → work (publish; 2.04 after the broker

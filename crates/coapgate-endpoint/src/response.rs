@@ -16,7 +16,7 @@ pub(crate) struct Response {
 
 impl Response {
     /// A response with this code, no options and an empty payload (every
-    /// 4.xx and 5.xx of SPEC §2.1).
+    /// 4.xx and 5.xx of spec.md §2.1).
     pub(crate) fn new(code: ResponseType) -> Self {
         Self {
             code,
@@ -74,7 +74,7 @@ impl Response {
 ///
 /// 1NCE's C SDK finds the `/bootstrap` answer by searching the whole
 /// datagram for `89` (the start of every ICCID), so a NON response must not
-/// contain it in its header, token or options (SPEC §2.4).
+/// contain it in its header, token or options (spec.md §2.4).
 pub(crate) fn has_89_before_payload(message: &[u8], payload_len: usize) -> bool {
     let head = &message[..message.len().saturating_sub(payload_len)];
     head.windows(2).any(|w| w == b"89")

@@ -68,7 +68,7 @@ pub enum PublishResult {
     TimedOut,
 }
 
-/// Where the engine gets the active CoAP template (SPEC §5): `None` when
+/// Where the engine gets the active CoAP template (spec.md §5): `None` when
 /// there is none or it is INACTIVE. Called once per telemetry message, so
 /// implementations answer from memory.
 pub trait TemplateSource: Send + Sync {

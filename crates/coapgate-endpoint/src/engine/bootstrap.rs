@@ -1,4 +1,4 @@
-//! `GET /bootstrap`: the device's DTLS PSK (SPEC §2.4).
+//! `GET /bootstrap`: the device's DTLS PSK (spec.md §2.4).
 
 use coapgate_bootstrap::answer;
 use coapgate_codec::ResponseType;
