@@ -47,7 +47,7 @@ struct Cli {
 enum Command {
     /// Run the server.
     Serve {
-        /// The TOML configuration file (SPEC §7); absent: the defaults.
+        /// The TOML configuration file (spec.md §7); absent: the defaults.
         #[arg(long, short)]
         config: Option<PathBuf>,
     },

@@ -1,4 +1,4 @@
-//! The coapgate admin HTTP API (SPEC.md §6): devices, PSKs, the Energy
+//! The coapgate admin HTTP API (spec.md §6): devices, PSKs, the Energy
 //! Saver template and its tester, operator positions, `/metrics` and
 //! `/healthz`, as one [`axum::Router`] over the [`coapgate_store::Store`].
 //!

@@ -1,4 +1,4 @@
-//! The `/bootstrap` PSK policy (SPEC §2.4), pure and clock-injected.
+//! The `/bootstrap` PSK policy (spec.md §2.4), pure and clock-injected.
 //!
 //! A device fetches `ICCID,PSK,coapsEndpointUrl` over plain CoAP, then opens
 //! DTLS with PSK identity = ICCID and key = the PSK. This crate decides which

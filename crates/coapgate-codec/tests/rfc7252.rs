@@ -1,4 +1,4 @@
-//! The codec against RFC 7252 and SPEC.md §2.1 step 1, one rule per test,
+//! The codec against RFC 7252 and spec.md §2.1 step 1, one rule per test,
 //! each with the exact bytes on the wire.
 
 use coapgate_codec::{

@@ -7,14 +7,14 @@ use coapgate_topic::TopicTemplates;
 /// What the engine publishes as the MQTT payload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum PayloadFormat {
-    /// The JSON envelope of SPEC §2.3 (default).
+    /// The JSON envelope of spec.md §2.3 (default).
     #[default]
     Envelope,
     /// The device's bytes unchanged.
     Raw,
 }
 
-/// Everything the engine can be told; the defaults are SPEC.md's.
+/// Everything the engine can be told; the defaults are spec.md's.
 #[derive(Debug, Clone)]
 pub struct EndpointConfig {
     /// RFC 7252 transmission parameters (and so the dedup lifetimes).

@@ -343,7 +343,7 @@ impl Endpoint {
         }
     }
 
-    /// Steps 3 to 7 of SPEC §2.1.
+    /// Steps 3 to 7 of spec.md §2.1.
     fn process(&mut self, request: &Request<'_>) -> Outcome {
         let packet = request.packet;
         // 3. The device, by source IP (and on DTLS, by the session's identity).

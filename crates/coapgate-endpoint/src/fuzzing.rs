@@ -85,7 +85,7 @@ pub const ICCID: &str = "8988280666000000000";
 
 /// The engine configuration the harness uses: small bounds so that a short
 /// script reaches them (8 pending publishes, 64 cache entries, 64-byte
-/// payloads), SPEC timings otherwise, a fixed seed.
+/// payloads), spec.md timings otherwise, a fixed seed.
 pub fn config() -> EndpointConfig {
     EndpointConfig {
         max_pending: 8,

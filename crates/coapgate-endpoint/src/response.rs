@@ -20,7 +20,7 @@ pub(crate) struct Response {
 
 impl Response {
     /// A response with this code, no options and an empty payload (every
-    /// 4.xx and 5.xx of SPEC §2.1).
+    /// 4.xx and 5.xx of spec.md §2.1).
     pub(crate) fn new(code: ResponseType) -> Self {
         Self {
             code,

@@ -1,4 +1,4 @@
-//! SPEC §2.4 from the device's side of the engine: `GET /bootstrap` as
+//! spec.md §2.4 from the device's side of the engine: `GET /bootstrap` as
 //! 1NCE's C SDK sends it, the 5-minute rule on the engine's wall clock,
 //! operator PSKs, and the codes around it.
 

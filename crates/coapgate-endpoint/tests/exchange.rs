@@ -1,4 +1,4 @@
-//! SPEC §4 on a fake clock: deduplication lifetimes, duplicates while the
+//! spec.md §4 on a fake clock: deduplication lifetimes, duplicates while the
 //! broker has not confirmed, the piggyback window, separate responses and
 //! their retransmission, cache bounds. Each 247-second story runs in
 //! microseconds.

@@ -1,4 +1,4 @@
-//! SPEC §2.1 and §2.2, one rule per test, from the device's side of the
+//! spec.md §2.1 and §2.2, one rule per test, from the device's side of the
 //! engine: what it sends, what it gets back, what reaches the broker.
 
 mod support;

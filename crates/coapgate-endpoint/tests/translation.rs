@@ -1,4 +1,4 @@
-//! SPEC §2.3, §2.5 and §5 through the engine: telemetry translated by the
+//! spec.md §2.3, §2.5 and §5 through the engine: telemetry translated by the
 //! active template, translation errors as ERROR events, positions from
 //! templates as LOCATION events and on `GET /location`, and the one-time
 //! LIFECYCLE event.

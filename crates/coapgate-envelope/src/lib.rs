@@ -1,4 +1,4 @@
-//! The JSON envelopes coapgate publishes (SPEC §2.3): [`telemetry`] for
+//! The JSON envelopes coapgate publishes (spec.md §2.3): [`telemetry`] for
 //! every device message, and the events [`translation_error`],
 //! [`location`] and [`first_time_registered`].
 //!
@@ -145,7 +145,7 @@ fn event<T: Serialize>(meta: &Meta<'_>, kind: &'static str, detail: T) -> Vec<u8
 }
 
 /// The `ERROR` event for a payload a template could not translate; the raw
-/// payload travels inside, so nothing is lost (SPEC §2.3). Published on
+/// payload travels inside, so nothing is lost (spec.md §2.3). Published on
 /// `{iccid}/error`.
 pub fn translation_error(meta: &Meta<'_>, description: &str, raw: &[u8]) -> Vec<u8> {
     #[derive(Serialize)]
@@ -167,7 +167,7 @@ pub fn translation_error(meta: &Meta<'_>, description: &str, raw: &[u8]) -> Vec<
     )
 }
 
-/// The `LOCATION` event for a position a template yielded (SPEC §2.3),
+/// The `LOCATION` event for a position a template yielded (spec.md §2.3),
 /// published on `{iccid}/location`: coordinates longitude first, as exact
 /// decimal strings.
 pub fn location(meta: &Meta<'_>, position: &coapgate_location::Position) -> Vec<u8> {
@@ -192,7 +192,7 @@ pub fn location(meta: &Meta<'_>, position: &coapgate_location::Position) -> Vec<
 }
 
 /// The `LIFECYCLE` event `DEVICE_FIRST_TIME_REGISTERED`, once per device
-/// ever (SPEC §2.3), published on `{iccid}/lifecycle`.
+/// ever (spec.md §2.3), published on `{iccid}/lifecycle`.
 pub fn first_time_registered(meta: &Meta<'_>) -> Vec<u8> {
     #[derive(Serialize)]
     struct Detail {

@@ -1,4 +1,4 @@
-//! Device positions (SPEC §2.5): where a device last was, from an Energy
+//! Device positions (spec.md §2.5): where a device last was, from an Energy
 //! Saver template (GPS) or from an operator (a cell-tower fix, …).
 //!
 //! - [`Position`]: longitude, latitude, source and sample time, validated

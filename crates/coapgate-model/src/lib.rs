@@ -38,7 +38,7 @@ fn all_digits(s: &str) -> bool {
 
 /// The Integrated Circuit Card Identifier of a SIM: 19 or 20 decimal digits.
 ///
-/// No Luhn check is made (SPEC §6).
+/// No Luhn check is made (spec.md §6).
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct Iccid(String);
@@ -212,7 +212,7 @@ impl<T: DeviceDirectory + ?Sized> DeviceDirectory for Arc<T> {
 }
 
 /// Which devices have had their one-time `DEVICE_FIRST_TIME_REGISTERED`
-/// event published (SPEC §2.3): once per device ever, surviving restarts.
+/// event published (spec.md §2.3): once per device ever, surviving restarts.
 ///
 /// Read on the hot path, so implementations answer from memory. Recording
 /// a registration is a write, which the engine asks its driver for as an

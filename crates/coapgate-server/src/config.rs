@@ -1,4 +1,4 @@
-//! The TOML configuration of SPEC §7. Every key is optional; the defaults
+//! The TOML configuration of spec.md §7. Every key is optional; the defaults
 //! are documented in docs/configuration.md and in [`Config::default`]. An
 //! unknown key is an error that names it.
 
@@ -89,7 +89,7 @@ pub struct CoapsConfig {
     /// The URL `/bootstrap` hands to devices.
     pub public_url: String,
     /// A generated PSK is replaced when `/bootstrap` is called this many
-    /// seconds or more after the device's previous call (300, SPEC §2.4).
+    /// seconds or more after the device's previous call (300, spec.md §2.4).
     #[serde(deserialize_with = "seconds")]
     pub regenerate_psk_after: Duration,
     /// Most established DTLS sessions (10 000; about 44 KiB each).
@@ -383,7 +383,7 @@ impl Config {
     pub fn validate(&self) -> Result<(), ServerError> {
         let bad = |key: &str, why: &str| Err(ServerError::Config(format!("{key}: {why}")));
         if self.coap.max_payload < 1024 {
-            return bad("coap.max_payload", "must be at least 1024 (SPEC §2.2)");
+            return bad("coap.max_payload", "must be at least 1024 (spec.md §2.2)");
         }
         if self.coap.max_pending == 0 {
             return bad("coap.max_pending", "must be at least 1");

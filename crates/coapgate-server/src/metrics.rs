@@ -1,4 +1,4 @@
-//! Prometheus metrics (SPEC §6): a snapshot of the engine, the DTLS server
+//! Prometheus metrics (spec.md §6): a snapshot of the engine, the DTLS server
 //! and the bridge taken by the driver at scrape time, so the numbers are
 //! exact, plus the publish-latency histogram the driver keeps.
 

@@ -1,5 +1,5 @@
 //! The admin API against the running server: every change is live for the
-//! devices (SPEC §6), and `/metrics` counts exactly the traffic sent.
+//! devices (spec.md §6), and `/metrics` counts exactly the traffic sent.
 
 #![allow(clippy::unwrap_used)]
 

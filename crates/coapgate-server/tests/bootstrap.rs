@@ -1,4 +1,4 @@
-//! `GET /bootstrap` over plain CoAP from libcoap's client (SPEC §2.4): the
+//! `GET /bootstrap` over plain CoAP from libcoap's client (spec.md §2.4): the
 //! CSV answer, the regeneration rule on the real clock with the interval
 //! shortened by configuration, operator PSKs from the configuration.
 

@@ -1,4 +1,4 @@
-//! CoAPS end to end with clients we did not write (SPEC §2.4, §3): the
+//! CoAPS end to end with clients we did not write (spec.md §2.4, §3): the
 //! onboarding flow `/bootstrap` → DTLS with libcoap's OpenSSL and GnuTLS
 //! clients, each cipher suite with `openssl s_client`, wrong keys, a key
 //! changed while running, the identity check, and `/bootstrap` over DTLS.

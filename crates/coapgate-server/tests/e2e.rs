@@ -1,7 +1,7 @@
 //! End to end, from the network side: libcoap's `coap-client-notls` (a
 //! client we did not write) sends from device addresses 127.0.0.x to a
 //! running coapgate; Mosquitto's `mosquitto_sub` shows what reached the
-//! broker. SPEC §2.1–§2.3.
+//! broker. spec.md §2.1–§2.3.
 
 #![allow(clippy::unwrap_used)]
 

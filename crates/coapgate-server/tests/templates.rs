@@ -1,5 +1,5 @@
 //! Energy Saver templates, positions and `/location`, and the lifecycle
-//! event, end to end with libcoap's client and Mosquitto (SPEC §2.3, §2.5,
+//! event, end to end with libcoap's client and Mosquitto (spec.md §2.3, §2.5,
 //! §5).
 
 #![allow(clippy::unwrap_used)]

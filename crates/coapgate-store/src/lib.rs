@@ -2,10 +2,10 @@
 //! memory for tests.
 //!
 //! The endpoint identifies a device by the source IP of its SIM on every
-//! datagram (SPEC.md §2.1 step 3), so that lookup never touches the database:
+//! datagram (spec.md §2.1 step 3), so that lookup never touches the database:
 //! [`Store::directory`] hands out a [`DeviceView`], an in-memory map that
 //! implements [`coapgate_model::DeviceDirectory`]. Writes (the admin API of
-//! SPEC.md §6, the `[[device]]` seeding of §7) go to the database first and
+//! spec.md §6, the `[[device]]` seeding of §7) go to the database first and
 //! then update the view, before the write call returns.
 //!
 //! ```
@@ -26,7 +26,7 @@
 //! # Ok(()) }
 //! ```
 //!
-//! PSK records (SPEC §2.4) live in the same database.
+//! PSK records (spec.md §2.4) live in the same database.
 //! [`Store::bootstrap`] applies a `/bootstrap` call's
 //! [`PskUpdate`](coapgate_bootstrap::PskUpdate) in one atomic
 //! read-decide-write, and [`Store::psk_keys`] hands out [`PskKeys`], the

@@ -1,4 +1,4 @@
-//! Positions (SPEC §2.5) and first-time registrations (SPEC §2.3).
+//! Positions (spec.md §2.5) and first-time registrations (spec.md §2.3).
 //!
 //! Positions from templates arrive with telemetry, on the hot path, so
 //! [`PositionStore::record`] only updates memory and queues the row;

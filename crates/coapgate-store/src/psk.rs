@@ -1,4 +1,4 @@
-//! PSK records (SPEC §2.4): the `psks` table, and the in-memory key map the
+//! PSK records (spec.md §2.4): the `psks` table, and the in-memory key map the
 //! DTLS handshake reads.
 
 use std::collections::HashMap;

@@ -1,4 +1,4 @@
-//! The CoAP Energy Saver template (SPEC §5): stored as the operator wrote
+//! The CoAP Energy Saver template (spec.md §5): stored as the operator wrote
 //! it, held parsed in memory for the hot path.
 
 use std::fmt;

@@ -1,4 +1,4 @@
-//! Store URLs (SPEC.md §7 `[store] url`).
+//! Store URLs (spec.md §7 `[store] url`).
 
 use std::path::PathBuf;
 

@@ -1,4 +1,4 @@
-//! The device registry as SPEC.md §6 describes it, on the in-memory store.
+//! The device registry as spec.md §6 describes it, on the in-memory store.
 
 // Test helpers panic to report a failure, like the #[test]s that call them.
 #![allow(clippy::unwrap_used)]

@@ -1,4 +1,4 @@
-//! `sqlite://coapgate.db` is relative to the working directory (SPEC.md §7).
+//! `sqlite://coapgate.db` is relative to the working directory (spec.md §7).
 //!
 //! Its own test binary: it changes the process's working directory.
 

@@ -1,9 +1,9 @@
 //! The device topic `t` and the MQTT topic a message is published on.
 //!
 //! This crate has one job: turn what a device sends as its topic (the query
-//! parameter `t`, SPEC.md §2.2) into a validated [`Topic`], and turn an
+//! parameter `t`, spec.md §2.2) into a validated [`Topic`], and turn an
 //! ICCID, an optional IMSI and an optional [`Topic`] into the MQTT publish
-//! topic via operator-configurable [`TopicTemplates`] (SPEC.md §2.3).
+//! topic via operator-configurable [`TopicTemplates`] (spec.md §2.3).
 //!
 //! ```
 //! use coapgate_topic::{extract, TopicTemplates};
@@ -80,7 +80,7 @@ impl Topic {
     }
 }
 
-/// The topic rules of SPEC.md §2.2, reporting the first problem found.
+/// The topic rules of spec.md §2.2, reporting the first problem found.
 fn validate(s: &str) -> Result<(), TopicError> {
     if s.is_empty() {
         return Err(TopicError::Empty);
@@ -162,7 +162,7 @@ fn find_t<'a>(options: impl IntoIterator<Item = &'a [u8]>) -> Result<Option<&'a 
     found.transpose()
 }
 
-/// Finds the device topic `t` per SPEC.md §2.2: in the Uri-Query options
+/// Finds the device topic `t` per spec.md §2.2: in the Uri-Query options
 /// (values like `b"t=foo"`), else in the Location-Query options.
 ///
 /// Uri-Query wins when it has a `t`; Location-Query is consulted only when
@@ -302,7 +302,7 @@ impl Template {
 }
 
 /// Publish-topic templates: `{iccid}/{t}` when the device gave a topic,
-/// `{iccid}` otherwise (SPEC.md §2.3; configurable).
+/// `{iccid}` otherwise (spec.md §2.3; configurable).
 ///
 /// Placeholders: `{iccid}`, `{imsi}` (empty when the IMSI is unknown) and, in
 /// the with-topic template only, `{t}`. Everything else is literal text,

@@ -4,7 +4,7 @@ use coapgate_topic::{Topic, extract};
 use proptest::prelude::*;
 use regex::Regex;
 
-/// SPEC.md §8: ≤ 253 chars, `[A-Za-z0-9_/]`, no `//`.
+/// spec.md §8: ≤ 253 chars, `[A-Za-z0-9_/]`, no `//`.
 fn oracle(s: &str) -> bool {
     let allowed = Regex::new("^[A-Za-z0-9_/]{1,253}$").expect("valid regex");
     allowed.is_match(s) && !s.contains("//")

@@ -1,4 +1,4 @@
-//! SPEC.md §2.2 (the topic `t`) and §2.3 (publish topics), rule by rule.
+//! spec.md §2.2 (the topic `t`) and §2.3 (publish topics), rule by rule.
 
 use coapgate_topic::{Topic, TopicError, TopicTemplates, extract};
 

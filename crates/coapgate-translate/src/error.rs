@@ -112,7 +112,7 @@ impl TemplateError {
 
 /// Why a payload could not be translated with a valid template.
 ///
-/// `Display` is the text of the error event (SPEC §2.3), always
+/// `Display` is the text of the error event (spec.md §2.3), always
 /// `Asset path:<asset>, Error: <what>`, for example
 /// `Asset path:Humidity, Error: can't extract [2:4] from 2 bytes`. For a
 /// switch, which has no asset, `<asset>` is the switch's path in the template

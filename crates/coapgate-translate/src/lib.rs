@@ -1,5 +1,5 @@
 //! 1NCE "Energy Saver" templates: turn a compact binary payload into a JSON
-//! object (SPEC.md §5).
+//! object (spec.md §5).
 //!
 //! This crate has one job: parse and validate a template once
 //! ([`Template::parse`], [`Template::parse_str`]), then translate payloads

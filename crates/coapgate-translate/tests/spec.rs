@@ -1,4 +1,4 @@
-//! The template language as SPEC.md §5 and 1NCE's public Energy Saver
+//! The template language as spec.md §5 and 1NCE's public Energy Saver
 //! documentation describe it, one behaviour per test. Outputs are compared
 //! as serialized text, so key order is checked too.
 

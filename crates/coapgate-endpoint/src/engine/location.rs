@@ -1,4 +1,4 @@
-//! `GET /location`: the device's latest position as CSV (SPEC §2.5).
+//! `GET /location`: the device's latest position as CSV (spec.md §2.5).
 
 use coapgate_codec::ResponseType;
 use coapgate_model::Device;

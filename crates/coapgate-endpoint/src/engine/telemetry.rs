@@ -1,4 +1,4 @@
-//! `POST /` and `POST /data`: telemetry to the broker (SPEC §2.2).
+//! `POST /` and `POST /data`: telemetry to the broker (spec.md §2.2).
 
 use coapgate_codec::{self as codec, CoapOption, ResponseType};
 use coapgate_envelope::Body;
