@@ -143,7 +143,8 @@ impl Collector for Snapshot {
                 ("ok", d.handshakes_ok),
                 ("failed", d.handshakes_failed),
                 ("timed_out", d.handshakes_timed_out),
-                ("refused", d.handshakes_refused_over_cap),
+                ("refused_over_cap", d.handshakes_refused_over_cap),
+                ("refused", d.handshakes_refused),
             ] {
                 ConstCounter::new(value).encode(family.encode_family(&[("result", result)])?)?;
             }
