@@ -28,7 +28,7 @@ pub enum PayloadFormat {
 /// `dedup`; durations in seconds; a missing key keeps its default). The
 /// topics, payload format, `/bootstrap` settings and seed are not part of
 /// that form: they are set by whoever assembles the engine's configuration.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 #[cfg_attr(feature = "serde", derive(serde::Deserialize))]
 #[cfg_attr(feature = "serde", serde(default, deny_unknown_fields))]
