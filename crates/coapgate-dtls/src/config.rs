@@ -110,12 +110,16 @@ mod tests {
     #[test]
     fn validate_names_the_field() {
         assert!(DtlsConfig::default().validate().is_ok());
-        let cases: [(fn(&mut DtlsConfig), &str); 7] = [
+        type Spoil = fn(&mut DtlsConfig);
+        let cases: [(Spoil, &str); 7] = [
             (|c| c.mtu = 255, "mtu"),
             (|c| c.mtu = 65_508, "mtu"),
             (|c| c.max_sessions = 0, "max_sessions"),
             (|c| c.max_handshakes = 0, "max_handshakes"),
-            (|c| c.handshake_timeout = Duration::ZERO, "handshake_timeout"),
+            (
+                |c| c.handshake_timeout = Duration::ZERO,
+                "handshake_timeout",
+            ),
             (|c| c.idle_timeout = Duration::ZERO, "idle_timeout"),
             (|c| c.cookie_rotation = Duration::ZERO, "cookie_rotation"),
         ];

@@ -160,7 +160,8 @@ mod tests {
 
     #[test]
     fn validate_names_the_field() {
-        let cases: [(fn(&mut EndpointConfig), &str); 6] = [
+        type Spoil = fn(&mut EndpointConfig);
+        let cases: [(Spoil, &str); 6] = [
             (|c| c.max_payload = 1023, "max_payload"),
             (|c| c.max_pending = 0, "max_pending"),
             (
@@ -180,7 +181,10 @@ mod tests {
         for (spoil, field) in cases {
             let mut config = EndpointConfig::default();
             spoil(&mut config);
-            assert_eq!(config.validate().map_err(|e| e.field), Err(field.to_owned()));
+            assert_eq!(
+                config.validate().map_err(|e| e.field),
+                Err(field.to_owned())
+            );
         }
     }
 }

@@ -366,7 +366,10 @@ mod tests {
             max_entries: 0,
             ..DedupLimits::default()
         };
-        assert_eq!(no_entries.validate().map_err(|e| e.field), Err("max_entries"));
+        assert_eq!(
+            no_entries.validate().map_err(|e| e.field),
+            Err("max_entries")
+        );
         let no_bytes = DedupLimits {
             max_bytes: 255,
             ..DedupLimits::default()

@@ -42,7 +42,6 @@ pub mod secs_f64 {
     }
 }
 
-
 pub use dedup::{DedupCache, DedupLimits, DedupStats, Lookup, MessageKind, Ticket};
 pub use mid::MessageIds;
 pub use params::{InvalidParam, TransmissionParams};

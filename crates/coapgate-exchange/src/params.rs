@@ -104,7 +104,10 @@ impl TransmissionParams {
             return Err(InvalidParam::new("ack_timeout", "must be positive"));
         }
         if !(self.ack_random_factor.is_finite() && self.ack_random_factor >= 1.0) {
-            return Err(InvalidParam::new("ack_random_factor", "must be at least 1.0"));
+            return Err(InvalidParam::new(
+                "ack_random_factor",
+                "must be at least 1.0",
+            ));
         }
         if self.max_retransmit > 20 {
             return Err(InvalidParam::new("max_retransmit", "must be at most 20"));

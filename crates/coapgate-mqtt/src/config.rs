@@ -433,7 +433,8 @@ mod tests {
     #[test]
     fn validate_names_the_field() {
         assert!(BridgeConfig::default().validate().is_ok());
-        let cases: [(fn(&mut BridgeConfig), &str); 11] = [
+        type Spoil = fn(&mut BridgeConfig);
+        let cases: [(Spoil, &str); 11] = [
             (|c| c.host.clear(), "host"),
             (|c| c.port = 0, "port"),
             (|c| c.client_id.clear(), "client_id"),

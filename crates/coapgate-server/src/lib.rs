@@ -164,7 +164,9 @@ impl Server {
             Some(_) => None,
             None => Some(EmbeddedBroker::start(config.mqtt.embedded_bind)?),
         };
-        let bridge_config = config.mqtt.bridge(broker.as_ref().map(EmbeddedBroker::addr));
+        let bridge_config = config
+            .mqtt
+            .bridge(broker.as_ref().map(EmbeddedBroker::addr));
         let mqtt_addr = resolve(&bridge_config.host, bridge_config.port);
         let (bridge, mut events) = Bridge::start(bridge_config)?;
         // Wait for the first connection so the first devices do not get 5.02

@@ -18,65 +18,221 @@ const DEVICE: &str = "[[device]]\niccid = \"8988280666000000000\"\nip = \"127.0.
 fn each_invalid_value_is_refused_naming_its_key() {
     let cases: &[(&str, &str, &str)] = &[
         // (TOML, the key named, a word of the reason)
-        ("[coaps]\npublic_url = \"coaps://a,b:5684\"", "coaps.public_url", "','"),
-        ("[coaps]\npublic_url = \"coaps://a b\"", "coaps.public_url", "white space"),
-        ("[coaps]\npublic_url = \"coaps://a\\u0007\"", "coaps.public_url", "control"),
-        ("[coaps]\npublic_url = \"coap://a:5684\"", "coaps.public_url", "coaps://"),
-        ("[coaps]\npublic_url = \"coaps://a/path\"", "coaps.public_url", "path"),
-        ("[coaps]\npublic_url = \"coaps://a:0\"", "coaps.public_url", "port"),
+        (
+            "[coaps]\npublic_url = \"coaps://a,b:5684\"",
+            "coaps.public_url",
+            "','",
+        ),
+        (
+            "[coaps]\npublic_url = \"coaps://a b\"",
+            "coaps.public_url",
+            "white space",
+        ),
+        (
+            "[coaps]\npublic_url = \"coaps://a\\u0007\"",
+            "coaps.public_url",
+            "control",
+        ),
+        (
+            "[coaps]\npublic_url = \"coap://a:5684\"",
+            "coaps.public_url",
+            "coaps://",
+        ),
+        (
+            "[coaps]\npublic_url = \"coaps://a/path\"",
+            "coaps.public_url",
+            "path",
+        ),
+        (
+            "[coaps]\npublic_url = \"coaps://a:0\"",
+            "coaps.public_url",
+            "port",
+        ),
         ("[mqtt]\nqos = 0", "mqtt.qos", "must be 1 or 2"),
         ("[mqtt]\nqos = 3", "mqtt.qos", "must be 1 or 2"),
         ("[mqtt]\nqos = \"1\"", "mqtt.qos", "string"),
-        ("[coap]\nmax_payload = 100", "coap.max_payload", "at least 1024"),
+        (
+            "[coap]\nmax_payload = 100",
+            "coap.max_payload",
+            "at least 1024",
+        ),
         ("[coap]\nmax_pending = 0", "coap.max_pending", "at least 1"),
-        ("[coap]\npublish_timeout = -1", "coap.publish_timeout", "negative"),
-        ("[coap]\npublish_timeout = nan", "coap.publish_timeout", "NaN"),
-        ("[coap]\nshutdown_grace = -1", "coap.shutdown_grace", "negative"),
-        ("[coap]\npiggyback_window = 5", "coap.piggyback_window", "ack_timeout"),
-        ("[coap]\npublish_timeout = 0.5", "coap.publish_timeout", "piggyback_window"),
-        ("[coap.transmission]\nack_timeout = -2", "coap.transmission.ack_timeout", "negative"),
-        ("[coap.transmission]\nack_timeout = 0", "coap.transmission.ack_timeout", "positive"),
-        ("[coap.transmission]\nack_random_factor = 0.5", "coap.transmission.ack_random_factor", "1.0"),
-        ("[coap.transmission]\nmax_retransmit = 21", "coap.transmission.max_retransmit", "20"),
-        ("[coap.dedup]\nmax_entries = 0", "coap.dedup.max_entries", "at least 1"),
-        ("[coap.dedup]\nmax_bytes = 10", "coap.dedup.max_bytes", "at least 256"),
-        ("[coaps]\nregenerate_psk_after = -5", "coaps.regenerate_psk_after", "negative"),
-        ("[mqtt]\nconnect_timeout = inf", "mqtt.connect_timeout", "too big"),
+        (
+            "[coap]\npublish_timeout = -1",
+            "coap.publish_timeout",
+            "negative",
+        ),
+        (
+            "[coap]\npublish_timeout = nan",
+            "coap.publish_timeout",
+            "NaN",
+        ),
+        (
+            "[coap]\nshutdown_grace = -1",
+            "coap.shutdown_grace",
+            "negative",
+        ),
+        (
+            "[coap]\npiggyback_window = 5",
+            "coap.piggyback_window",
+            "ack_timeout",
+        ),
+        (
+            "[coap]\npublish_timeout = 0.5",
+            "coap.publish_timeout",
+            "piggyback_window",
+        ),
+        (
+            "[coap.transmission]\nack_timeout = -2",
+            "coap.transmission.ack_timeout",
+            "negative",
+        ),
+        (
+            "[coap.transmission]\nack_timeout = 0",
+            "coap.transmission.ack_timeout",
+            "positive",
+        ),
+        (
+            "[coap.transmission]\nack_random_factor = 0.5",
+            "coap.transmission.ack_random_factor",
+            "1.0",
+        ),
+        (
+            "[coap.transmission]\nmax_retransmit = 21",
+            "coap.transmission.max_retransmit",
+            "20",
+        ),
+        (
+            "[coap.dedup]\nmax_entries = 0",
+            "coap.dedup.max_entries",
+            "at least 1",
+        ),
+        (
+            "[coap.dedup]\nmax_bytes = 10",
+            "coap.dedup.max_bytes",
+            "at least 256",
+        ),
+        (
+            "[coaps]\nregenerate_psk_after = -5",
+            "coaps.regenerate_psk_after",
+            "negative",
+        ),
+        (
+            "[mqtt]\nconnect_timeout = inf",
+            "mqtt.connect_timeout",
+            "too big",
+        ),
         ("[mqtt]\ntopic = \"a/#\"", "mqtt.topic", "'#'"),
-        ("[mqtt]\ntopic = \"{iccid}/{x}\"", "mqtt.topic", "unknown placeholder"),
-        ("[mqtt]\ntopic_without_t = \"{iccid}/{t}\"", "mqtt.topic_without_t", "{t}"),
+        (
+            "[mqtt]\ntopic = \"{iccid}/{x}\"",
+            "mqtt.topic",
+            "unknown placeholder",
+        ),
+        (
+            "[mqtt]\ntopic_without_t = \"{iccid}/{t}\"",
+            "mqtt.topic_without_t",
+            "{t}",
+        ),
         ("[mqtt]\npayload = \"xml\"", "mqtt.payload", "xml"),
         ("[mqtt]\nurl = \"mqtts://broker:8883\"", "mqtt.url", "TLS"),
-        ("[mqtt]\nembedded_bind = \"127.0.0.1:0\"", "mqtt.embedded_bind", "explicit port"),
-        ("[admin]\nbind = \"0.0.0.0:8080\"", "admin.token", "loopback"),
-        ("[admin]\nbind = \"0.0.0.0:8080\"\ntoken = \"\"", "admin.token", "loopback"),
+        (
+            "[mqtt]\nembedded_bind = \"127.0.0.1:0\"",
+            "mqtt.embedded_bind",
+            "explicit port",
+        ),
+        (
+            "[admin]\nbind = \"0.0.0.0:8080\"",
+            "admin.token",
+            "loopback",
+        ),
+        (
+            "[admin]\nbind = \"0.0.0.0:8080\"\ntoken = \"\"",
+            "admin.token",
+            "loopback",
+        ),
         ("[coap]\nbind = 5", "coap.bind", "integer"),
         ("coap = 5", "coap", "table"),
         // Unknown keys, at every level.
         ("[cooap]", "cooap", "unknown key"),
         ("[coap]\nbnd = \"0.0.0.0:1\"", "coap.bnd", "unknown key"),
-        ("[coaps]\nciphers = \"NULL\"", "coaps.ciphers", "unknown key"),
-        ("[mqtt]\nmax_inflight = 1", "mqtt.max_inflight", "unknown key"),
+        (
+            "[coaps]\nciphers = \"NULL\"",
+            "coaps.ciphers",
+            "unknown key",
+        ),
+        (
+            "[mqtt]\nmax_inflight = 1",
+            "mqtt.max_inflight",
+            "unknown key",
+        ),
         ("[admin]\ntokn = \"x\"", "admin.tokn", "unknown key"),
-        ("[coap.transmission]\nbogus = 1", "coap.transmission.bogus", "unknown field"),
-        ("[[device]]\niccid = \"8988280666000000000\"\nip = \"127.0.0.2\"\ncolour = 1", "device[0].colour", "unknown field"),
+        (
+            "[coap.transmission]\nbogus = 1",
+            "coap.transmission.bogus",
+            "unknown field",
+        ),
+        (
+            "[[device]]\niccid = \"8988280666000000000\"\nip = \"127.0.0.2\"\ncolour = 1",
+            "device[0].colour",
+            "unknown field",
+        ),
         // DTLS bounds.
         ("[coaps]\nmtu = 255", "coaps.mtu", "256..=65507"),
         ("[coaps]\nmtu = 65508", "coaps.mtu", "256..=65507"),
-        ("[coaps]\nmax_sessions = 0", "coaps.max_sessions", "at least 1"),
-        ("[coaps]\nmax_handshakes = 0", "coaps.max_handshakes", "at least 1"),
-        ("[coaps]\nhandshake_timeout = 0", "coaps.handshake_timeout", "above zero"),
-        ("[coaps]\nidle_timeout = 0", "coaps.idle_timeout", "above zero"),
-        ("[coaps]\nidle_timeout = -1", "coaps.idle_timeout", "negative"),
+        (
+            "[coaps]\nmax_sessions = 0",
+            "coaps.max_sessions",
+            "at least 1",
+        ),
+        (
+            "[coaps]\nmax_handshakes = 0",
+            "coaps.max_handshakes",
+            "at least 1",
+        ),
+        (
+            "[coaps]\nhandshake_timeout = 0",
+            "coaps.handshake_timeout",
+            "above zero",
+        ),
+        (
+            "[coaps]\nidle_timeout = 0",
+            "coaps.idle_timeout",
+            "above zero",
+        ),
+        (
+            "[coaps]\nidle_timeout = -1",
+            "coaps.idle_timeout",
+            "negative",
+        ),
         // Bridge bounds.
-        ("[mqtt]\nkeep_alive = 0.5", "mqtt.keep_alive", "at least 1 s"),
-        ("[mqtt]\nkeep_alive = 65536", "mqtt.keep_alive", "at most 65535"),
+        (
+            "[mqtt]\nkeep_alive = 0.5",
+            "mqtt.keep_alive",
+            "at least 1 s",
+        ),
+        (
+            "[mqtt]\nkeep_alive = 65536",
+            "mqtt.keep_alive",
+            "at most 65535",
+        ),
         ("[mqtt]\nkeep_alive = -1", "mqtt.keep_alive", "negative"),
-        ("[mqtt]\nmax_packet_size = 127", "mqtt.max_packet_size", "at least 128"),
+        (
+            "[mqtt]\nmax_packet_size = 127",
+            "mqtt.max_packet_size",
+            "at least 128",
+        ),
         ("[mqtt]\nclient_id = \"\"", "mqtt.client_id", "empty"),
         // Devices.
-        ("[[device]]\niccid = \"123\"\nip = \"127.0.0.2\"", "device[0].iccid", "ICCID"),
-        (&format!("{DEVICE}psk = \"short\""), "device.psk", "8 to 256"),
+        (
+            "[[device]]\niccid = \"123\"\nip = \"127.0.0.2\"",
+            "device[0].iccid",
+            "ICCID",
+        ),
+        (
+            &format!("{DEVICE}psk = \"short\""),
+            "device.psk",
+            "8 to 256",
+        ),
     ];
     for (toml, key, why) in cases {
         let err = Config::from_toml(toml).unwrap_err();
@@ -145,25 +301,36 @@ payload = "raw"
     assert_eq!(engine.dedup.max_entries, 9);
     assert_eq!(engine.payload_format, coapgate_server::PayloadFormat::Raw);
     assert_eq!(
-        engine.topics.render("8988280666000000000", Some("901405100000000"), None),
+        engine
+            .topics
+            .render("8988280666000000000", Some("901405100000000"), None),
         "devices/901405100000000/8988280666000000000"
     );
     assert_eq!(
         engine.bootstrap.coaps_url.as_str(),
         "coaps://[2001:db8::1]:5684"
     );
-    assert_eq!(engine.bootstrap.policy.regenerate_after, Duration::from_secs(60));
+    assert_eq!(
+        engine.bootstrap.policy.regenerate_after,
+        Duration::from_secs(60)
+    );
     let dtls = &config.coaps.dtls;
     assert_eq!((dtls.mtu, dtls.max_sessions), (1400, 5));
     assert_eq!(dtls.idle_timeout, Duration::from_secs(90));
     let bridge = config.mqtt.bridge(None);
-    assert_eq!((bridge.host.as_str(), bridge.port), ("broker.example", 1884));
+    assert_eq!(
+        (bridge.host.as_str(), bridge.port),
+        ("broker.example", 1884)
+    );
     assert_eq!(bridge.username.as_deref(), Some("user"));
     assert_eq!(bridge.qos, Qos::ExactlyOnce);
     assert_eq!(bridge.keep_alive, Duration::ZERO);
     assert_eq!((bridge.max_packet_size, bridge.outbox_capacity), (4096, 7));
     assert_eq!(bridge.client_id, "gw-1");
-    assert!(!format!("{config:?}").contains("pw@"), "no password in Debug");
+    assert!(
+        !format!("{config:?}").contains("pw@"),
+        "no password in Debug"
+    );
 }
 
 #[test]
