@@ -16,8 +16,6 @@ use crate::BootstrapError;
 /// is 1 to 65535. No user, path, query or fragment; no comma, white space
 /// or control character anywhere. The text is kept as given.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-#[cfg_attr(feature = "serde", derive(serde::Deserialize))]
-#[cfg_attr(feature = "serde", serde(try_from = "String"))]
 pub struct CoapsUrl(String);
 
 impl CoapsUrl {
@@ -125,11 +123,12 @@ impl FromStr for CoapsUrl {
     }
 }
 
-impl TryFrom<String> for CoapsUrl {
-    type Error = BootstrapError;
-
-    fn try_from(text: String) -> Result<Self, Self::Error> {
-        Self::parse(&text)
+/// With the `serde` feature: from the URL text, validated.
+#[cfg(feature = "serde")]
+impl<'de> serde::Deserialize<'de> for CoapsUrl {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        Self::parse(&text).map_err(serde::de::Error::custom)
     }
 }
 
