@@ -24,6 +24,10 @@
 
 #![forbid(unsafe_code)]
 
+mod url;
+
+pub use url::CoapsUrl;
+
 use std::fmt;
 use std::str::FromStr;
 use std::time::{Duration, SystemTime};
@@ -58,6 +62,9 @@ pub enum BootstrapError {
     /// A PSK format other than STRING or HEX.
     #[error("a PSK format is STRING or HEX")]
     Format,
+    /// The CoAPS URL to hand out is not acceptable (the text says why).
+    #[error("{0}")]
+    CoapsUrl(&'static str),
 }
 
 /// A PSK as the device sees it: the text `/bootstrap` returns.
@@ -234,11 +241,28 @@ impl PskGenerator for OsPskGenerator {
 }
 
 /// The regeneration rule.
+///
+/// With the `serde` feature it deserializes from
+/// `{ regenerate_psk_after = SECONDS }` (the key the server's `[coaps]`
+/// section uses); a missing key keeps the default.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(default, deny_unknown_fields))]
 pub struct Policy {
     /// A generated PSK is replaced when `/bootstrap` is called this long or
     /// longer after the device's previous call (5 minutes).
+    #[cfg_attr(
+        feature = "serde",
+        serde(rename = "regenerate_psk_after", deserialize_with = "seconds")
+    )]
     pub regenerate_after: Duration,
+}
+
+/// Seconds (an integer or a decimal; not negative, finite) as a duration.
+#[cfg(feature = "serde")]
+fn seconds<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let secs = <f64 as serde::Deserialize>::deserialize(d)?;
+    Duration::try_from_secs_f64(secs).map_err(serde::de::Error::custom)
 }
 
 impl Default for Policy {
@@ -349,8 +373,10 @@ impl PskGenerator for Candidate {
     }
 }
 
-/// The `/bootstrap` answer: `ICCID,PSK,coapsEndpointUrl`.
-pub fn answer(iccid: &Iccid, psk: &Psk, coaps_url: &str) -> Zeroizing<Vec<u8>> {
+/// The `/bootstrap` answer: `ICCID,PSK,coapsEndpointUrl`. None of the
+/// three can hold a comma: an ICCID is digits, a PSK refuses commas, and so
+/// does a [`CoapsUrl`].
+pub fn answer(iccid: &Iccid, psk: &Psk, coaps_url: &CoapsUrl) -> Zeroizing<Vec<u8>> {
     let mut body =
         Vec::with_capacity(iccid.as_str().len() + psk.expose().len() + coaps_url.len() + 2);
     body.extend_from_slice(iccid.as_str().as_bytes());
@@ -524,7 +550,8 @@ mod tests {
     fn the_answer_is_iccid_psk_url() {
         let iccid: Iccid = "8988280666000000000".parse().unwrap();
         let record = PskRecord::operator("aB3dEf7hIjKlMnOp", PskFormat::String).unwrap();
-        let body = answer(&iccid, &record.psk, "coaps://coap.example.com:5684");
+        let url = CoapsUrl::parse("coaps://coap.example.com:5684").unwrap();
+        let body = answer(&iccid, &record.psk, &url);
         assert_eq!(
             &body[..],
             b"8988280666000000000,aB3dEf7hIjKlMnOp,coaps://coap.example.com:5684"

@@ -6,9 +6,18 @@ use crate::SessionId;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum DtlsError {
-    /// The configuration is unusable (a zero cap or period, an MTU out of range).
+    /// OpenSSL could not be set up as the configuration needs.
     #[error("invalid DTLS configuration: {0}")]
     Config(&'static str),
+    /// A [`DtlsConfig`](crate::DtlsConfig) value is out of range (a zero
+    /// cap or period, an MTU out of range).
+    #[error("invalid DTLS configuration: {field}: {reason}")]
+    InvalidConfig {
+        /// The field, as the struct (and its serde form) names it.
+        field: &'static str,
+        /// What is wrong with its value.
+        reason: &'static str,
+    },
     /// OpenSSL accepted none of the configured cipher suites.
     #[error("OpenSSL accepts none of the cipher suites {ciphers:?}")]
     Ciphers {

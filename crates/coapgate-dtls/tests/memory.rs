@@ -25,11 +25,9 @@ fn at(n: u32) -> std::net::SocketAddr {
 #[ignore = "measurement; run by hand"]
 fn bytes_per_half_open_handshake_and_per_session() {
     const N: u32 = 2_000;
-    let config = DtlsConfig {
-        max_handshakes: N as usize,
-        max_sessions: 2 * N as usize + 1,
-        ..DtlsConfig::default()
-    };
+    let mut config = DtlsConfig::default();
+    config.max_handshakes = N as usize;
+    config.max_sessions = 2 * N as usize + 1;
     let mut pair = Pair::new(config, Table::with(ICCID, PSK));
     // Warm up allocator and OpenSSL with one of each.
     let mut warm = Client::new(at(60_000), SUITES[1], ICCID, PSK);

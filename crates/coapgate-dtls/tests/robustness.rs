@@ -65,10 +65,8 @@ fn a_flood_of_cookieless_client_hellos_creates_no_state() {
 
 #[test]
 fn handshakes_with_valid_cookies_are_capped() {
-    let config = DtlsConfig {
-        max_handshakes: 16,
-        ..config()
-    };
+    let mut config = config();
+    config.max_handshakes = 16;
     let mut pair = Pair::new(config, Table::with(ICCID, PSK));
     for port in 0..100 {
         half_open(&mut pair, port);
@@ -195,10 +193,8 @@ fn a_spoofed_client_hello_does_not_end_a_live_session() {
 
 #[test]
 fn handshakes_over_max_sessions_are_refused() {
-    let config = DtlsConfig {
-        max_sessions: 2,
-        ..config()
-    };
+    let mut config = config();
+    config.max_sessions = 2;
     let mut pair = Pair::new(config, Table::with(ICCID, PSK));
     for port in 0..3 {
         pair.add(Client::new(addr(port), SUITES[2], ICCID, PSK));

@@ -77,7 +77,7 @@ mod response;
 mod stats;
 mod types;
 
-pub use config::{BootstrapConfig, EndpointConfig, PayloadFormat};
+pub use config::{BootstrapConfig, EndpointConfig, InvalidConfig, PayloadFormat};
 pub use engine::Endpoint;
 pub use stats::{EndpointStats, RequestKey};
 pub use types::{

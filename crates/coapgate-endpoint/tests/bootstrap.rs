@@ -134,7 +134,7 @@ fn an_operator_psk_is_returned_as_stored_and_never_regenerated() {
 #[test]
 fn the_url_comes_from_the_configuration() {
     let mut config = EndpointConfig::default();
-    config.bootstrap.coaps_url = "coaps://coap.example.com:5684".into();
+    config.bootstrap.coaps_url = "coaps://coap.example.com:5684".parse().unwrap();
     let mut w = World::with_config(config);
     let r = one(w.deliver(device_link(2), &get_bootstrap(1)));
     assert!(body(&r).ends_with(",coaps://coap.example.com:5684"));

@@ -197,12 +197,13 @@ fn error_responses_are_replayed_too() {
 
 #[test]
 fn the_cache_is_bounded_and_evicts_the_oldest_first() {
-    let mut w = World::with_config(EndpointConfig {
-        dedup: DedupLimits {
+    let mut w = World::with_config({
+        let mut config = EndpointConfig::default();
+        config.dedup = DedupLimits {
             max_entries: 3,
             max_bytes: 1 << 20,
-        },
-        ..Default::default()
+        };
+        config
     });
     let link = device_link(2);
     for mid in 0..4u16 {
@@ -221,12 +222,13 @@ fn the_cache_is_bounded_and_evicts_the_oldest_first() {
 
 #[test]
 fn an_answer_for_an_evicted_exchange_never_lands_in_a_newer_one() {
-    let mut w = World::with_config(EndpointConfig {
-        dedup: DedupLimits {
+    let mut w = World::with_config({
+        let mut config = EndpointConfig::default();
+        config.dedup = DedupLimits {
             max_entries: 1,
             max_bytes: 1 << 20,
-        },
-        ..Default::default()
+        };
+        config
     });
     let link = device_link(2);
     w.deliver(link, &post(1)); // publish 0

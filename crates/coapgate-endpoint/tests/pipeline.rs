@@ -108,9 +108,10 @@ fn location_query_carries_the_topic_and_uri_query_wins() {
 
 #[test]
 fn raw_payload_format_publishes_the_bytes_unchanged() {
-    let mut w = World::with_config(EndpointConfig {
-        payload_format: PayloadFormat::Raw,
-        ..Default::default()
+    let mut w = World::with_config({
+        let mut config = EndpointConfig::default();
+        config.payload_format = PayloadFormat::Raw;
+        config
     });
     w.deliver(device(), &Req::con_post(1).payload(&[0, 1, 0xff]).bytes());
     assert_eq!(w.published[0].payload, [0, 1, 0xff]);
@@ -326,9 +327,10 @@ fn a_publish_the_driver_could_not_hand_over_gives_5_02() {
 
 #[test]
 fn an_unconfirmed_publish_gives_5_04_at_the_deadline_and_a_late_puback_changes_nothing() {
-    let mut w = World::with_config(EndpointConfig {
-        publish_timeout: Duration::from_secs(5),
-        ..Default::default()
+    let mut w = World::with_config({
+        let mut config = EndpointConfig::default();
+        config.publish_timeout = Duration::from_secs(5);
+        config
     });
     w.deliver(
         device(),
@@ -347,9 +349,10 @@ fn an_unconfirmed_publish_gives_5_04_at_the_deadline_and_a_late_puback_changes_n
 
 #[test]
 fn too_many_pending_publishes_give_5_03_with_max_age() {
-    let mut w = World::with_config(EndpointConfig {
-        max_pending: 2,
-        ..Default::default()
+    let mut w = World::with_config({
+        let mut config = EndpointConfig::default();
+        config.max_pending = 2;
+        config
     });
     w.deliver(device(), &Req::con_post(1).payload(b"x").bytes());
     w.deliver(device(), &Req::con_post(2).payload(b"x").bytes());

@@ -2,6 +2,8 @@ use std::collections::{HashMap, VecDeque};
 use std::hash::Hash;
 use std::time::{Duration, Instant};
 
+use crate::InvalidParam;
+
 /// Whether a message was confirmable; it decides the entry's lifetime.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum MessageKind {
@@ -24,6 +26,23 @@ pub struct DedupLimits {
     /// Most bytes held at once: cached responses plus a fixed per-entry
     /// overhead ([`DedupCache::ENTRY_OVERHEAD`]).
     pub max_bytes: usize,
+}
+
+impl DedupLimits {
+    /// Checks the bounds leave room for at least one entry; names the first
+    /// field that does not.
+    pub fn validate(&self) -> Result<(), InvalidParam> {
+        if self.max_entries == 0 {
+            return Err(InvalidParam::new("max_entries", "must be at least 1"));
+        }
+        if self.max_bytes < DedupCache::<()>::ENTRY_OVERHEAD {
+            return Err(InvalidParam::new(
+                "max_bytes",
+                "must be at least 256 (what one entry costs)",
+            ));
+        }
+        Ok(())
+    }
 }
 
 impl Default for DedupLimits {
@@ -339,6 +358,24 @@ mod tests {
 
     const CON: MessageKind = MessageKind::Confirmable;
     const NON: MessageKind = MessageKind::NonConfirmable;
+
+    #[test]
+    fn validate_names_the_field() {
+        assert_eq!(DedupLimits::default().validate(), Ok(()));
+        let no_entries = DedupLimits {
+            max_entries: 0,
+            ..DedupLimits::default()
+        };
+        assert_eq!(
+            no_entries.validate().map_err(|e| e.field),
+            Err("max_entries")
+        );
+        let no_bytes = DedupLimits {
+            max_bytes: 255,
+            ..DedupLimits::default()
+        };
+        assert_eq!(no_bytes.validate().map_err(|e| e.field), Err("max_bytes"));
+    }
 
     fn cache(limits: DedupLimits) -> DedupCache<u32> {
         DedupCache::new(Duration::from_secs(247), Duration::from_secs(145), limits)

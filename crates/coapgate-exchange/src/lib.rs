@@ -22,7 +22,27 @@ mod mid;
 mod params;
 mod retransmit;
 
+#[cfg(feature = "serde")]
+/// A [`Duration`](std::time::Duration) as a number of seconds (an integer
+/// or a decimal), for `#[serde(with = "coapgate_exchange::secs_f64")]`.
+/// Negative, infinite and NaN values are refused.
+pub mod secs_f64 {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    /// The duration as fractional seconds.
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_f64(d.as_secs_f64())
+    }
+
+    /// Fractional seconds as a duration.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let secs = f64::deserialize(d)?;
+        Duration::try_from_secs_f64(secs).map_err(serde::de::Error::custom)
+    }
+}
+
 pub use dedup::{DedupCache, DedupLimits, DedupStats, Lookup, MessageKind, Ticket};
 pub use mid::MessageIds;
-pub use params::TransmissionParams;
+pub use params::{InvalidParam, TransmissionParams};
 pub use retransmit::{Retransmissions, RetransmitEvent};

@@ -1,4 +1,28 @@
+use std::fmt;
 use std::time::Duration;
+
+/// A transmission parameter or cache bound out of range: which field, and why.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InvalidParam {
+    /// The field, as the struct (and its serde form) names it.
+    pub field: &'static str,
+    /// What is wrong with its value.
+    pub reason: &'static str,
+}
+
+impl InvalidParam {
+    pub(crate) fn new(field: &'static str, reason: &'static str) -> Self {
+        Self { field, reason }
+    }
+}
+
+impl fmt::Display for InvalidParam {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.field, self.reason)
+    }
+}
+
+impl std::error::Error for InvalidParam {}
 
 /// RFC 7252 §4.8 transmission parameters; the defaults are the RFC's.
 ///
@@ -9,7 +33,7 @@ use std::time::Duration;
 #[cfg_attr(feature = "serde", serde(default, deny_unknown_fields))]
 pub struct TransmissionParams {
     /// ACK_TIMEOUT: the initial wait for an acknowledgement (2 s).
-    #[cfg_attr(feature = "serde", serde(with = "secs_f64"))]
+    #[cfg_attr(feature = "serde", serde(with = "crate::secs_f64"))]
     pub ack_timeout: Duration,
     /// ACK_RANDOM_FACTOR: the initial timeout is drawn from
     /// `[ACK_TIMEOUT, ACK_TIMEOUT * ACK_RANDOM_FACTOR]` (1.5).
@@ -17,10 +41,10 @@ pub struct TransmissionParams {
     /// MAX_RETRANSMIT: retransmissions after the first transmission (4).
     pub max_retransmit: u32,
     /// MAX_LATENCY: the longest a datagram is expected to travel (100 s).
-    #[cfg_attr(feature = "serde", serde(with = "secs_f64"))]
+    #[cfg_attr(feature = "serde", serde(with = "crate::secs_f64"))]
     pub max_latency: Duration,
     /// PROCESSING_DELAY: the time a node takes to acknowledge (ACK_TIMEOUT).
-    #[cfg_attr(feature = "serde", serde(with = "secs_f64"))]
+    #[cfg_attr(feature = "serde", serde(with = "crate::secs_f64"))]
     pub processing_delay: Duration,
 }
 
@@ -74,33 +98,21 @@ impl TransmissionParams {
         self.ack_timeout.mul_f64(factor)
     }
 
-    /// Checks the parameters make sense; returns what is wrong.
-    pub fn validate(&self) -> Result<(), &'static str> {
+    /// Checks the parameters make sense; names the first field that does not.
+    pub fn validate(&self) -> Result<(), InvalidParam> {
         if self.ack_timeout.is_zero() {
-            return Err("ack_timeout must be positive");
+            return Err(InvalidParam::new("ack_timeout", "must be positive"));
         }
         if !(self.ack_random_factor.is_finite() && self.ack_random_factor >= 1.0) {
-            return Err("ack_random_factor must be at least 1.0");
+            return Err(InvalidParam::new(
+                "ack_random_factor",
+                "must be at least 1.0",
+            ));
         }
         if self.max_retransmit > 20 {
-            return Err("max_retransmit must be at most 20");
+            return Err(InvalidParam::new("max_retransmit", "must be at most 20"));
         }
         Ok(())
-    }
-}
-
-#[cfg(feature = "serde")]
-mod secs_f64 {
-    use serde::{Deserialize, Deserializer, Serializer};
-    use std::time::Duration;
-
-    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_f64(d.as_secs_f64())
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        let secs = f64::deserialize(d)?;
-        Duration::try_from_secs_f64(secs).map_err(serde::de::Error::custom)
     }
 }
 
@@ -124,5 +136,35 @@ mod tests {
         assert_eq!(p.initial_timeout(1.0), Duration::from_secs(3));
         assert_eq!(p.initial_timeout(f64::NAN), Duration::from_secs(2));
         assert_eq!(p.initial_timeout(7.0), Duration::from_secs(3));
+    }
+
+    #[test]
+    fn validate_names_the_field() {
+        assert_eq!(TransmissionParams::default().validate(), Ok(()));
+        for (params, field) in [
+            (
+                TransmissionParams {
+                    ack_timeout: Duration::ZERO,
+                    ..TransmissionParams::default()
+                },
+                "ack_timeout",
+            ),
+            (
+                TransmissionParams {
+                    ack_random_factor: 0.5,
+                    ..TransmissionParams::default()
+                },
+                "ack_random_factor",
+            ),
+            (
+                TransmissionParams {
+                    max_retransmit: 21,
+                    ..TransmissionParams::default()
+                },
+                "max_retransmit",
+            ),
+        ] {
+            assert_eq!(params.validate().map_err(|e| e.field), Err(field));
+        }
     }
 }

@@ -170,10 +170,8 @@ fn post(mid: u16, payload: &[u8]) -> Vec<u8> {
 
 #[test]
 fn a_whole_coaps_exchange_runs_in_memory() {
-    let config = DtlsConfig {
-        idle_timeout: Duration::from_secs(60),
-        ..DtlsConfig::default()
-    };
+    let mut config = DtlsConfig::default();
+    config.idle_timeout = Duration::from_secs(60);
     let mut w = World::new(config);
     let c = w.client("127.0.0.2:40000");
     w.pump();

@@ -117,19 +117,18 @@ pub struct Bridge;
 impl Bridge {
     /// Spawn the bridge on the current tokio runtime. Returns a handle and the event stream.
     ///
-    /// Out-of-range configuration values are clamped (see
-    /// [`BridgeConfig::validate`]). The event channel holds
-    /// `outbox_capacity + 16` events; the bridge waits when it is full, so
-    /// keep reading it.
+    /// A configuration that [`BridgeConfig::validate`] refuses is an error
+    /// ([`MqttError::InvalidConfig`]); nothing is started. The event channel
+    /// holds `outbox_capacity + 16` events; the bridge waits when it is
+    /// full, so keep reading it.
     ///
     /// # Panics
     ///
     /// When called outside a tokio runtime.
-    pub fn start(config: BridgeConfig) -> (BridgeHandle, mpsc::Receiver<BridgeEvent>) {
-        if let Err(e) = config.validate() {
-            warn!(error = %e, "MQTT bridge configuration clamped");
-        }
-        let config = config.clamped();
+    pub fn start(
+        config: BridgeConfig,
+    ) -> Result<(BridgeHandle, mpsc::Receiver<BridgeEvent>), MqttError> {
+        config.validate()?;
         let window = usize::from(config.max_inflight);
 
         let mut options =
@@ -195,7 +194,7 @@ impl Bridge {
                 task: Mutex::new(Some(task)),
             }),
         };
-        (handle, events_rx)
+        Ok((handle, events_rx))
     }
 }
 

@@ -47,10 +47,10 @@ impl EmbeddedBroker {
     /// else's listener. Waits at most 5 s.
     pub fn start(bind: SocketAddr) -> Result<EmbeddedBroker, MqttError> {
         if bind.port() == 0 {
-            return Err(MqttError::InvalidConfig(
-                "the embedded broker needs an explicit port (rumqttd cannot report port 0's choice)"
-                    .to_owned(),
-            ));
+            return Err(MqttError::InvalidConfig {
+                field: "bind",
+                reason: "the embedded broker needs an explicit port (rumqttd cannot report port 0's choice)",
+            });
         }
         // Fail early and clearly when the address is taken.
         drop(TcpListener::bind(bind)?);

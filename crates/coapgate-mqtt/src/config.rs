@@ -1,6 +1,7 @@
 //! Bridge configuration and `mqtt://` URL parsing.
 
 use std::fmt;
+use std::str::FromStr;
 use std::time::Duration;
 
 use crate::MqttError;
@@ -9,7 +10,11 @@ use crate::MqttError;
 ///
 /// QoS 0 is deliberately absent: a device is acknowledged only after the
 /// broker confirmed its message, which QoS 0 cannot do.
+///
+/// With the `serde` feature it deserializes from the number 1 or 2.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(try_from = "u8"))]
 pub enum Qos {
     /// QoS 1: a publish is confirmed by its PUBACK (the default).
     #[default]
@@ -27,39 +32,147 @@ impl Qos {
     }
 }
 
+impl TryFrom<u8> for Qos {
+    type Error = &'static str;
+
+    fn try_from(level: u8) -> Result<Self, Self::Error> {
+        match level {
+            1 => Ok(Qos::AtLeastOnce),
+            2 => Ok(Qos::ExactlyOnce),
+            _ => Err(
+                "must be 1 or 2 (a device is acknowledged only after the broker \
+                 confirmed its message, which QoS 0 cannot do)",
+            ),
+        }
+    }
+}
+
 /// Default maximum MQTT packet size, in and out: 64 KiB (rumqttc's own default is 10 KiB).
 pub const DEFAULT_MAX_PACKET_SIZE: usize = 64 * 1024;
 
 /// Everything the bridge needs to know about its broker link.
 ///
-/// The server owns the TOML; this is a plain struct with [`Default`]s.
-/// `Debug` never prints the password.
+/// Build one with [`Default`] (or [`from_url`](Self::from_url)) and assign
+/// the fields to change; [`validate`](Self::validate) checks it
+/// ([`Bridge::start`](crate::Bridge::start) does too). `Debug` never prints
+/// the password.
+///
+/// With the `serde` feature it deserializes from `client_id`, `qos` (1 or
+/// 2), `keep_alive` (seconds) and `max_packet_size`; a missing key keeps
+/// its default. The broker's address and credentials come from a
+/// [`BrokerUrl`] ([`set_broker`](Self::set_broker)); the other fields are
+/// not part of that form.
 #[derive(Clone, PartialEq, Eq)]
+#[non_exhaustive]
+#[cfg_attr(feature = "serde", derive(serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(default, deny_unknown_fields))]
 pub struct BridgeConfig {
     /// Broker host name or IP address. Default `127.0.0.1`.
+    #[cfg_attr(feature = "serde", serde(skip))]
     pub host: String,
     /// Broker TCP port. Default 1883.
+    #[cfg_attr(feature = "serde", serde(skip))]
     pub port: u16,
-    /// MQTT client id. Default `coapgate-<process id>`.
+    /// MQTT client id. Default `coapgate-<process id>`; not empty.
     pub client_id: String,
     /// Optional user name for the CONNECT packet.
+    #[cfg_attr(feature = "serde", serde(skip))]
     pub username: Option<String>,
-    /// Optional password for the CONNECT packet. Never logged, never printed by `Debug`.
+    /// Optional password for the CONNECT packet (needs a user name). Never
+    /// logged, never printed by `Debug`.
+    #[cfg_attr(feature = "serde", serde(skip))]
     pub password: Option<String>,
     /// Publish QoS. Default [`Qos::AtLeastOnce`].
     pub qos: Qos,
-    /// MQTT keep-alive. Zero disables it; otherwise at least one second. Default 30 s.
+    /// MQTT keep-alive. Zero disables it; otherwise 1 s to 65535 s. Default 30 s.
+    #[cfg_attr(feature = "serde", serde(deserialize_with = "seconds"))]
     pub keep_alive: Duration,
-    /// Largest MQTT packet accepted or sent, in bytes. Default 64 KiB.
+    /// Largest MQTT packet accepted or sent, in bytes. Default 64 KiB; at least 128.
     pub max_packet_size: usize,
     /// Unconfirmed publishes on the wire at once (1..=65535). Default 100.
+    #[cfg_attr(feature = "serde", serde(skip))]
     pub max_inflight: u16,
-    /// Unconfirmed publishes held in the outbox at once (on the wire or waiting). Default 1024.
+    /// Unconfirmed publishes held in the outbox at once (on the wire or
+    /// waiting). Default 1024; at least 1.
+    #[cfg_attr(feature = "serde", serde(skip))]
     pub outbox_capacity: usize,
-    /// First wait after a failed connection attempt. Default 200 ms.
+    /// First wait after a failed connection attempt. Default 200 ms; above zero.
+    #[cfg_attr(feature = "serde", serde(skip))]
     pub reconnect_delay_min: Duration,
-    /// Longest wait between connection attempts (the wait doubles up to this). Default 5 s.
+    /// Longest wait between connection attempts (the wait doubles up to
+    /// this). Default 5 s; not below `reconnect_delay_min`.
+    #[cfg_attr(feature = "serde", serde(skip))]
     pub reconnect_delay_max: Duration,
+}
+
+/// Seconds (an integer or a decimal; not negative, finite) as a duration.
+#[cfg(feature = "serde")]
+fn seconds<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let secs = <f64 as serde::Deserialize>::deserialize(d)?;
+    Duration::try_from_secs_f64(secs).map_err(serde::de::Error::custom)
+}
+
+/// A broker's address and credentials, parsed from an
+/// `mqtt://[user[:pass]@]host[:port]` URL.
+///
+/// Accepted: `mqtt://host`, `mqtt://host:port`, `mqtt://user:pass@host:port`,
+/// `mqtt://[::1]:1883`, optionally with a trailing `/`. The port defaults to
+/// 1883; user and password may be percent-encoded. `mqtts://` gives
+/// [`MqttError::TlsNotBuiltIn`]. Error texts never repeat the URL (it may
+/// hold a password), and neither does `Debug`. With the `serde` feature it
+/// deserializes from the URL text.
+#[derive(Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(try_from = "String"))]
+pub struct BrokerUrl {
+    host: String,
+    port: u16,
+    username: Option<String>,
+    password: Option<String>,
+}
+
+impl BrokerUrl {
+    /// The broker's host name or IP address (an IPv6 address without brackets).
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// The broker's TCP port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The user name, if the URL has one.
+    pub fn username(&self) -> Option<&str> {
+        self.username.as_deref()
+    }
+}
+
+impl fmt::Debug for BrokerUrl {
+    /// `BrokerUrl(mqtt://user:<redacted>@host:port)`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("BrokerUrl(mqtt://")?;
+        if let Some(user) = &self.username {
+            let password = if self.password.is_some() {
+                ":<redacted>"
+            } else {
+                ""
+            };
+            write!(f, "{user}{password}@")?;
+        }
+        match self.host.contains(':') {
+            true => write!(f, "[{}]:{})", self.host, self.port),
+            false => write!(f, "{}:{})", self.host, self.port),
+        }
+    }
+}
+
+impl TryFrom<String> for BrokerUrl {
+    type Error = MqttError;
+
+    fn try_from(url: String) -> Result<Self, MqttError> {
+        url.parse()
+    }
 }
 
 impl Default for BridgeConfig {
@@ -101,14 +214,71 @@ impl fmt::Debug for BridgeConfig {
 }
 
 impl BridgeConfig {
-    /// Defaults, with host, port and credentials taken from a broker URL.
-    ///
-    /// Accepted: `mqtt://host`, `mqtt://host:port`, `mqtt://user:pass@host:port`,
-    /// `mqtt://[::1]:1883`, optionally with a trailing `/`. The port defaults to
-    /// 1883; user and password may be percent-encoded. `mqtts://` gives
-    /// [`MqttError::TlsNotBuiltIn`]. Error texts never repeat the URL (it may
-    /// hold a password).
+    /// Defaults, with host, port and credentials taken from a broker URL
+    /// (see [`BrokerUrl`]).
     pub fn from_url(url: &str) -> Result<Self, MqttError> {
+        let mut config = BridgeConfig::default();
+        config.set_broker(&url.parse()?);
+        Ok(config)
+    }
+
+    /// Takes host, port and credentials from `url`.
+    pub fn set_broker(&mut self, url: &BrokerUrl) {
+        self.host = url.host.clone();
+        self.port = url.port;
+        self.username = url.username.clone();
+        self.password = url.password.clone();
+    }
+
+    /// Checks every value against what the bridge and rumqttc accept; the
+    /// error ([`MqttError::InvalidConfig`]) names the first field that is
+    /// out of range.
+    pub fn validate(&self) -> Result<(), MqttError> {
+        let bad = |field, reason| Err(MqttError::InvalidConfig { field, reason });
+        if self.host.is_empty() {
+            return bad("host", "is empty");
+        }
+        if self.port == 0 {
+            return bad("port", "is 0");
+        }
+        if self.client_id.is_empty() {
+            return bad("client_id", "is empty");
+        }
+        if self.password.is_some() && self.username.is_none() {
+            return bad("password", "needs a username (MQTT 3.1.1)");
+        }
+        if !self.keep_alive.is_zero() && self.keep_alive < Duration::from_secs(1) {
+            return bad("keep_alive", "must be zero or at least 1 s");
+        }
+        if self.keep_alive.as_secs() > u64::from(u16::MAX) {
+            return bad("keep_alive", "must be at most 65535 s");
+        }
+        if self.max_packet_size < 128 {
+            return bad("max_packet_size", "must be at least 128 bytes");
+        }
+        if self.max_inflight == 0 {
+            return bad("max_inflight", "must be at least 1");
+        }
+        if self.outbox_capacity == 0 {
+            return bad("outbox_capacity", "must be at least 1");
+        }
+        if self.reconnect_delay_min.is_zero() {
+            return bad("reconnect_delay_min", "must be above zero");
+        }
+        if self.reconnect_delay_max < self.reconnect_delay_min {
+            return bad(
+                "reconnect_delay_max",
+                "must not be below reconnect_delay_min",
+            );
+        }
+        Ok(())
+    }
+}
+
+impl FromStr for BrokerUrl {
+    type Err = MqttError;
+
+    fn from_str(url: &str) -> Result<Self, MqttError> {
         let bad = |why: &str| MqttError::InvalidUrl(why.to_owned());
         let (scheme, rest) = url
             .split_once("://")
@@ -128,10 +298,11 @@ impl BridgeConfig {
             None => (None, authority),
         };
         let (host, port) = split_host_port(hostport)?;
-        let mut config = BridgeConfig {
+        let mut broker = BrokerUrl {
             host,
             port,
-            ..BridgeConfig::default()
+            username: None,
+            password: None,
         };
         if let Some(userinfo) = userinfo {
             let (user, pass) = match userinfo.split_once(':') {
@@ -142,87 +313,15 @@ impl BridgeConfig {
             if user.is_empty() {
                 return Err(bad("empty user name"));
             }
-            config.username = Some(user);
-            config.password = match pass {
+            broker.username = Some(user);
+            broker.password = match pass {
                 Some(p) => {
                     Some(percent_decode(p).ok_or_else(|| bad("bad percent-encoding in password"))?)
                 }
                 None => None,
             };
         }
-        Ok(config)
-    }
-
-    /// Checks every value against what the bridge and rumqttc accept.
-    ///
-    /// [`Bridge::start`](crate::Bridge::start) does not fail; it clamps values
-    /// that do not pass this check (and logs a warning), so call this when
-    /// loading configuration to report mistakes to the operator.
-    pub fn validate(&self) -> Result<(), MqttError> {
-        let bad = |why: &str| Err(MqttError::InvalidConfig(why.to_owned()));
-        if self.host.is_empty() {
-            return bad("host is empty");
-        }
-        if self.port == 0 {
-            return bad("port is 0");
-        }
-        if self.client_id.is_empty() {
-            return bad("client_id is empty");
-        }
-        if self.password.is_some() && self.username.is_none() {
-            return bad("a password needs a username (MQTT 3.1.1)");
-        }
-        if !self.keep_alive.is_zero() && self.keep_alive < Duration::from_secs(1) {
-            return bad("keep_alive must be zero or at least 1 s");
-        }
-        if self.keep_alive.as_secs() > u64::from(u16::MAX) {
-            return bad("keep_alive must be at most 65535 s");
-        }
-        if self.max_packet_size < 128 {
-            return bad("max_packet_size must be at least 128 bytes");
-        }
-        if self.max_inflight == 0 {
-            return bad("max_inflight must be at least 1");
-        }
-        if self.outbox_capacity == 0 {
-            return bad("outbox_capacity must be at least 1");
-        }
-        if self.reconnect_delay_min.is_zero() {
-            return bad("reconnect_delay_min must be above zero");
-        }
-        if self.reconnect_delay_max < self.reconnect_delay_min {
-            return bad("reconnect_delay_max must not be below reconnect_delay_min");
-        }
-        Ok(())
-    }
-
-    /// A copy with every out-of-range value replaced by the nearest accepted one.
-    pub(crate) fn clamped(&self) -> BridgeConfig {
-        let mut c = self.clone();
-        let defaults = BridgeConfig::default();
-        if c.host.is_empty() {
-            c.host = defaults.host;
-        }
-        if c.port == 0 {
-            c.port = defaults.port;
-        }
-        if c.client_id.is_empty() {
-            c.client_id = defaults.client_id;
-        }
-        if !c.keep_alive.is_zero() {
-            c.keep_alive = c.keep_alive.clamp(
-                Duration::from_secs(1),
-                Duration::from_secs(u64::from(u16::MAX)),
-            );
-        }
-        c.max_packet_size = c.max_packet_size.max(128);
-        c.max_inflight = c.max_inflight.max(1);
-        c.outbox_capacity = c.outbox_capacity.max(1);
-        if c.reconnect_delay_min.is_zero() {
-            c.reconnect_delay_min = Duration::from_millis(1);
-        }
-        c.reconnect_delay_max = c.reconnect_delay_max.max(c.reconnect_delay_min);
-        c
+        Ok(broker)
     }
 }
 
@@ -340,17 +439,58 @@ mod tests {
     }
 
     #[test]
-    fn validate_and_clamp() {
+    fn validate_names_the_field() {
         assert!(BridgeConfig::default().validate().is_ok());
-        let bad = BridgeConfig {
-            keep_alive: Duration::from_millis(10),
-            max_inflight: 0,
-            outbox_capacity: 0,
-            reconnect_delay_min: Duration::ZERO,
-            ..BridgeConfig::default()
-        };
-        assert!(matches!(bad.validate(), Err(MqttError::InvalidConfig(_))));
-        let fixed = bad.clamped();
-        assert!(fixed.validate().is_ok(), "{fixed:?}");
+        type Spoil = fn(&mut BridgeConfig);
+        let cases: [(Spoil, &str); 11] = [
+            (|c| c.host.clear(), "host"),
+            (|c| c.port = 0, "port"),
+            (|c| c.client_id.clear(), "client_id"),
+            (|c| c.password = Some("p".into()), "password"),
+            (|c| c.keep_alive = Duration::from_millis(10), "keep_alive"),
+            (|c| c.keep_alive = Duration::from_secs(65_536), "keep_alive"),
+            (|c| c.max_packet_size = 127, "max_packet_size"),
+            (|c| c.max_inflight = 0, "max_inflight"),
+            (|c| c.outbox_capacity = 0, "outbox_capacity"),
+            (
+                |c| c.reconnect_delay_min = Duration::ZERO,
+                "reconnect_delay_min",
+            ),
+            (
+                |c| c.reconnect_delay_max = Duration::from_millis(100),
+                "reconnect_delay_max",
+            ),
+        ];
+        for (spoil, field) in cases {
+            let mut config = BridgeConfig::default();
+            spoil(&mut config);
+            let named = match config.validate() {
+                Err(MqttError::InvalidConfig { field, .. }) => field,
+                other => panic!("{other:?}"),
+            };
+            assert_eq!(named, field);
+        }
+    }
+
+    #[test]
+    fn qos_is_1_or_2() {
+        assert_eq!(Qos::try_from(1), Ok(Qos::AtLeastOnce));
+        assert_eq!(Qos::try_from(2), Ok(Qos::ExactlyOnce));
+        for level in [0, 3] {
+            assert!(Qos::try_from(level).unwrap_err().contains("must be 1 or 2"));
+        }
+    }
+
+    #[test]
+    fn broker_url_debug_redacts_the_password() {
+        let url: BrokerUrl = "mqtt://alice:hunter2@h:1884".parse().expect("valid");
+        assert_eq!(
+            (url.host(), url.port(), url.username()),
+            ("h", 1884, Some("alice"))
+        );
+        assert_eq!(
+            format!("{url:?}"),
+            "BrokerUrl(mqtt://alice:<redacted>@h:1884)"
+        );
     }
 }

@@ -15,9 +15,15 @@ pub enum MqttError {
     /// `mqtts://` was asked for, but this build has no TLS support for the broker link.
     #[error("TLS not built in: mqtts:// URLs are not supported by this build, use mqtt://")]
     TlsNotBuiltIn,
-    /// A configuration value is out of range (the text names it).
-    #[error("invalid MQTT configuration: {0}")]
-    InvalidConfig(String),
+    /// A configuration value is out of range.
+    #[error("invalid MQTT configuration: {field}: {reason}")]
+    InvalidConfig {
+        /// The field, as [`BridgeConfig`](crate::BridgeConfig) names it
+        /// (`bind` for the embedded broker's address).
+        field: &'static str,
+        /// What is wrong with its value.
+        reason: &'static str,
+    },
     /// The outbox already holds `outbox_capacity` unconfirmed publishes.
     #[error("MQTT outbox is full")]
     OutboxFull,

@@ -22,7 +22,7 @@
 //! use coapgate_mqtt::{Bridge, BridgeConfig, BridgeEvent, Outgoing};
 //! use std::time::{Duration, Instant};
 //!
-//! let (handle, mut events) = Bridge::start(BridgeConfig::from_url("mqtt://127.0.0.1:1883")?);
+//! let (handle, mut events) = Bridge::start(BridgeConfig::from_url("mqtt://127.0.0.1:1883")?)?;
 //! while let Some(ev) = events.recv().await {
 //!     if ev == BridgeEvent::Connected {
 //!         break;
@@ -52,5 +52,5 @@ mod error;
 
 pub use bridge::{Bridge, BridgeEvent, BridgeHandle, Outgoing, PublishId};
 pub use broker::{EMBEDDED_MAX_CONNECTIONS, EMBEDDED_MAX_PAYLOAD_SIZE, EmbeddedBroker};
-pub use config::{BridgeConfig, DEFAULT_MAX_PACKET_SIZE, Qos};
+pub use config::{BridgeConfig, BrokerUrl, DEFAULT_MAX_PACKET_SIZE, Qos};
 pub use error::MqttError;

@@ -33,11 +33,13 @@ async fn bridge_publishes_reach_a_subscriber_of_the_embedded_broker() {
         rumqttc::QoS::AtLeastOnce,
     )
     .await;
-    let (handle, mut rx) = Bridge::start(BridgeConfig {
-        port: addr.port(),
-        client_id: "embedded-bridge".into(),
-        ..BridgeConfig::default()
-    });
+    let (handle, mut rx) = Bridge::start({
+        let mut config = BridgeConfig::default();
+        config.port = addr.port();
+        config.client_id = "embedded-bridge".into();
+        config
+    })
+    .expect("a valid bridge configuration");
     let evs = collect_events(&mut rx, Duration::from_secs(10), |e| {
         e.contains(&BridgeEvent::Connected)
     })
@@ -98,7 +100,7 @@ fn start_refuses_port_zero_and_a_taken_port() {
     let zero: SocketAddr = ([127, 0, 0, 1], 0).into();
     assert!(matches!(
         EmbeddedBroker::start(zero),
-        Err(MqttError::InvalidConfig(_))
+        Err(MqttError::InvalidConfig { field: "bind", .. })
     ));
     let taken = TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = taken.local_addr().expect("addr");

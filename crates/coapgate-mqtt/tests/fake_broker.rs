@@ -21,14 +21,13 @@ fn listener() -> (TcpListener, u16) {
 }
 
 fn config(port: u16) -> BridgeConfig {
-    BridgeConfig {
-        port,
-        client_id: "fake-test".into(),
-        keep_alive: Duration::from_secs(60),
-        reconnect_delay_min: Duration::from_millis(50),
-        reconnect_delay_max: Duration::from_millis(200),
-        ..BridgeConfig::default()
-    }
+    let mut config = BridgeConfig::default();
+    config.port = port;
+    config.client_id = "fake-test".into();
+    config.keep_alive = Duration::from_secs(60);
+    config.reconnect_delay_min = Duration::from_millis(50);
+    config.reconnect_delay_max = Duration::from_millis(200);
+    config
 }
 
 fn msg(id: u64, deadline: Instant) -> Outgoing {
@@ -62,7 +61,7 @@ fn silent_broker(l: TcpListener) -> std::thread::JoinHandle<Vec<Vec<u8>>> {
 async fn unconfirmed_publish_expires_at_its_deadline_not_before() {
     let (l, port) = listener();
     let broker = silent_broker(l);
-    let (handle, mut rx) = Bridge::start(config(port));
+    let (handle, mut rx) = Bridge::start(config(port)).expect("a valid bridge configuration");
     wait_connected(&mut rx).await;
 
     let deadline = Instant::now() + Duration::from_millis(1500);
@@ -99,11 +98,13 @@ async fn unconfirmed_publish_expires_at_its_deadline_not_before() {
 async fn publish_refusals() {
     let (l, port) = listener();
     let broker = silent_broker(l);
-    let (handle, mut rx) = Bridge::start(BridgeConfig {
-        outbox_capacity: 2,
-        max_packet_size: 1024,
-        ..config(port)
-    });
+    let (handle, mut rx) = Bridge::start({
+        let mut config = config(port);
+        config.outbox_capacity = 2;
+        config.max_packet_size = 1024;
+        config
+    })
+    .expect("a valid bridge configuration");
     let later = Instant::now() + Duration::from_secs(30);
     // Before the CONNACK: nothing is taken.
     assert!(matches!(
@@ -190,10 +191,12 @@ async fn qos2_is_confirmed_by_pubcomp_not_pubrec() {
             }
         }
     });
-    let (handle, mut rx) = Bridge::start(BridgeConfig {
-        qos: Qos::ExactlyOnce,
-        ..config(port)
-    });
+    let (handle, mut rx) = Bridge::start({
+        let mut config = config(port);
+        config.qos = Qos::ExactlyOnce;
+        config
+    })
+    .expect("a valid bridge configuration");
     wait_connected(&mut rx).await;
     handle
         .publish(msg(7, Instant::now() + Duration::from_secs(10)))
@@ -249,7 +252,7 @@ async fn reconnect_resends_each_unconfirmed_publish_exactly_once() {
         }
         (acked, second_conn)
     });
-    let (handle, mut rx) = Bridge::start(config(port));
+    let (handle, mut rx) = Bridge::start(config(port)).expect("a valid bridge configuration");
     wait_connected(&mut rx).await;
     let deadline = Instant::now() + Duration::from_secs(20);
     for id in 0..20 {
@@ -352,10 +355,12 @@ async fn out_of_order_acks_and_packet_id_reuse_confirm_the_right_message() {
             }
         }
     });
-    let (handle, mut rx) = Bridge::start(BridgeConfig {
-        max_inflight: 4,
-        ..config(port)
-    });
+    let (handle, mut rx) = Bridge::start({
+        let mut config = config(port);
+        config.max_inflight = 4;
+        config
+    })
+    .expect("a valid bridge configuration");
     wait_connected(&mut rx).await;
     let deadline = Instant::now() + Duration::from_secs(20);
     for id in 0..12 {

@@ -11,13 +11,12 @@ use coapgate_testkit::Mosquitto;
 use common::{Subscriber, collect_events, wait_connected};
 
 fn config(port: u16, name: &str) -> BridgeConfig {
-    BridgeConfig {
-        port,
-        client_id: format!("bridge-{name}-{}", std::process::id()),
-        reconnect_delay_min: Duration::from_millis(50),
-        reconnect_delay_max: Duration::from_millis(500),
-        ..BridgeConfig::default()
-    }
+    let mut config = BridgeConfig::default();
+    config.port = port;
+    config.client_id = format!("bridge-{name}-{}", std::process::id());
+    config.reconnect_delay_min = Duration::from_millis(50);
+    config.reconnect_delay_max = Duration::from_millis(500);
+    config
 }
 
 fn message(id: u64, deadline: Instant) -> Outgoing {
@@ -56,7 +55,8 @@ async fn hundred_publishes_are_delivered_and_reach_the_subscriber() {
         return;
     };
     let sub = Subscriber::start(mosq.port, "sub-hundred", false, rumqttc::QoS::AtLeastOnce).await;
-    let (handle, mut rx) = Bridge::start(config(mosq.port, "hundred"));
+    let (handle, mut rx) =
+        Bridge::start(config(mosq.port, "hundred")).expect("a valid bridge configuration");
     wait_connected(&mut rx).await;
     assert!(handle.is_connected());
 
@@ -106,7 +106,8 @@ async fn broker_restart_loses_nothing_and_confirms_nothing_falsely() {
     // Persistent session on a persistent broker: it queues for the subscriber
     // across the restart, so everything the broker accepted reaches it.
     let sub = Subscriber::start(port, "sub-restart", true, rumqttc::QoS::AtLeastOnce).await;
-    let (handle, mut rx) = Bridge::start(config(port, "restart"));
+    let (handle, mut rx) =
+        Bridge::start(config(port, "restart")).expect("a valid bridge configuration");
     wait_connected(&mut rx).await;
 
     const N: u64 = 300;
@@ -213,11 +214,13 @@ async fn qos2_publishes_are_delivered() {
         return;
     };
     let sub = Subscriber::start(mosq.port, "sub-qos2", false, rumqttc::QoS::ExactlyOnce).await;
-    let (handle, mut rx) = Bridge::start(BridgeConfig {
-        qos: Qos::ExactlyOnce,
-        max_inflight: 10,
-        ..config(mosq.port, "qos2")
-    });
+    let (handle, mut rx) = Bridge::start({
+        let mut config = config(mosq.port, "qos2");
+        config.qos = Qos::ExactlyOnce;
+        config.max_inflight = 10;
+        config
+    })
+    .expect("a valid bridge configuration");
     wait_connected(&mut rx).await;
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut expected = Vec::new();
@@ -259,10 +262,12 @@ async fn throughput() {
         return;
     };
     for (qos, total) in [(Qos::AtLeastOnce, 50_000u64), (Qos::ExactlyOnce, 20_000)] {
-        let (handle, mut rx) = Bridge::start(BridgeConfig {
-            qos,
-            ..config(mosq.port, "throughput")
-        });
+        let (handle, mut rx) = Bridge::start({
+            let mut config = config(mosq.port, "throughput");
+            config.qos = qos;
+            config
+        })
+        .expect("a valid bridge configuration");
         wait_connected(&mut rx).await;
         let payload = Bytes::from(vec![b'x'; 300]);
         let start = Instant::now();

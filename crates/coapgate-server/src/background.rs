@@ -2,6 +2,7 @@
 //! and for tests.
 
 use std::net::SocketAddr;
+use std::sync::mpsc::RecvTimeoutError;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -34,7 +35,9 @@ pub struct BackgroundServer {
 
 impl BackgroundServer {
     /// Starts the server and returns once it is bound ([`Server::bind`]),
-    /// or with the error that kept it from binding.
+    /// or with the error that kept it from binding (as the thread returned
+    /// it; [`ServerError::Panicked`] when it panicked,
+    /// [`ServerError::StartTimeout`] when it has not bound within a minute).
     pub fn start(config: Config) -> Result<Self, ServerError> {
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
@@ -50,21 +53,16 @@ impl BackgroundServer {
                         source,
                     })?;
                 runtime.block_on(async move {
-                    let server = match Server::bind(config).await {
-                        Ok(server) => server,
-                        Err(error) => {
-                            let message = error.to_string();
-                            let _ = ready_tx.send(Err(error));
-                            return Err(ServerError::Config(format!("did not start: {message}")));
-                        }
-                    };
+                    // On an error the channel closes unsent and `start` takes
+                    // the error from the thread's result.
+                    let server = Server::bind(config).await?;
                     let bound = (
                         server.coap_addr(),
                         server.coaps_addr(),
                         server.admin_addr(),
                         server.store().clone(),
                     );
-                    let _ = ready_tx.send(Ok(bound));
+                    let _ = ready_tx.send(bound);
                     server
                         .serve(async {
                             let _ = stop_rx.await;
@@ -78,11 +76,17 @@ impl BackgroundServer {
             })?;
         let (coap_addr, coaps_addr, admin_addr, store) = match ready_rx.recv_timeout(START_TIMEOUT)
         {
-            Ok(bound) => bound?,
-            Err(_) => {
-                return Err(ServerError::Config(
-                    "the server thread ended or hung before binding".into(),
-                ));
+            Ok(bound) => bound,
+            Err(RecvTimeoutError::Disconnected) => {
+                // The thread ended before binding: its own error.
+                return Err(match thread.join() {
+                    Ok(Err(error)) => error,
+                    // Unreachable: it returns Ok only after serving.
+                    Ok(Ok(())) | Err(_) => ServerError::Panicked,
+                });
+            }
+            Err(RecvTimeoutError::Timeout) => {
+                return Err(ServerError::StartTimeout(START_TIMEOUT));
             }
         };
         Ok(Self {
@@ -126,7 +130,7 @@ impl BackgroundServer {
         }
         match self.thread.take().map(JoinHandle::join) {
             Some(Ok(result)) => result,
-            Some(Err(_)) => Err(ServerError::Config("the server thread panicked".into())),
+            Some(Err(_)) => Err(ServerError::Panicked),
             None => Ok(()),
         }
     }

@@ -1,21 +1,86 @@
-//! The TOML configuration of spec.md §7. Every key is optional; the defaults
-//! are documented in docs/configuration.md and in [`Config::default`]. An
-//! unknown key is an error that names it.
+//! The TOML configuration of spec.md §7 (docs/configuration.md lists every
+//! key, its default and its rule).
+//!
+//! Every key is optional. A section's keys are read into the configuration
+//! types of the crates that own them, with their own defaults and their own
+//! `validate()`: `[coap]` into the engine's [`EndpointConfig`] (and the
+//! listener's own keys), `[coaps]` into [`DtlsConfig`] and the `/bootstrap`
+//! settings, `[mqtt]` into [`BridgeConfig`], the [`TopicTemplates`] and the
+//! [`PayloadFormat`]. The server restates none of those defaults. Every
+//! value is parsed into its type once, at load time; an unknown key, a value
+//! of the wrong type or out of range is a [`ConfigError`] that names the
+//! key (`mqtt.qos: must be 1 or 2 …`).
 
+use std::collections::HashSet;
+use std::fmt;
 use std::net::{IpAddr, SocketAddr};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use coapgate_bootstrap::{PskFormat, PskRecord};
-use coapgate_exchange::{DedupLimits, TransmissionParams};
+use coapgate_dtls::{DtlsConfig, DtlsError};
+use coapgate_endpoint::{EndpointConfig, PayloadFormat};
 use coapgate_model::{Device, DeviceStatus, Iccid, Imsi};
-use serde::{Deserialize, Deserializer};
+use coapgate_mqtt::{BridgeConfig, BrokerUrl, MqttError};
+use coapgate_topic::TopicTemplates;
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
 
 use crate::ServerError;
 
-/// The whole configuration file.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+/// A configuration value that is not acceptable: the key, and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}{reason}", prefix(.file, .key))]
+pub struct ConfigError {
+    file: Option<PathBuf>,
+    key: String,
+    reason: String,
+}
+
+impl ConfigError {
+    /// `key` (dotted, as in the file: `coaps.public_url`, `device[0].ip`)
+    /// is not acceptable because of `reason`.
+    pub fn new(key: impl Into<String>, reason: impl fmt::Display) -> Self {
+        Self {
+            file: None,
+            key: key.into(),
+            reason: reason.to_string(),
+        }
+    }
+
+    /// The key, dotted as in the file; empty when the file as a whole is
+    /// not TOML.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// What is wrong with the value. Never the value itself when it is a
+    /// secret.
+    pub fn reason(&self) -> &str {
+        &self.reason
+    }
+
+    /// The file the configuration came from, when [`Config::load`] read it.
+    pub fn file(&self) -> Option<&Path> {
+        self.file.as_deref()
+    }
+
+    fn in_file(mut self, path: &Path) -> Self {
+        self.file = Some(path.to_owned());
+        self
+    }
+}
+
+/// `FILE: KEY: ` of [`ConfigError`]'s text, each part only when there is one.
+fn prefix(file: &Option<PathBuf>, key: &str) -> String {
+    let file = file.as_ref().map(|f| format!("{}: ", f.display()));
+    let key = (!key.is_empty()).then(|| format!("{key}: "));
+    format!("{}{}", file.unwrap_or_default(), key.unwrap_or_default())
+}
+
+/// The whole configuration file. [`Default`] is what an empty file gives.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(try_from = "toml::Table")]
 pub struct Config {
     /// `[coap]`: the plain CoAP listener and request handling.
     pub coap: CoapConfig,
@@ -28,155 +93,92 @@ pub struct Config {
     /// `[admin]`: the admin HTTP API.
     pub admin: AdminConfig,
     /// `[[device]]`: devices seeded into the store at start-up.
-    #[serde(rename = "device")]
     pub devices: Vec<DeviceSeed>,
 }
 
-/// `[coap]`.
+/// `[coap]`: the listener's own keys, and the engine's.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(default)]
+#[non_exhaustive]
 pub struct CoapConfig {
     /// Listen address (`0.0.0.0:5683`).
     pub bind: SocketAddr,
-    /// Largest telemetry payload accepted, bytes (1024; at least 1024).
-    pub max_payload: usize,
-    /// Wait for the broker before an empty ACK, seconds (1.0).
-    #[serde(deserialize_with = "seconds")]
-    pub piggyback_window: Duration,
-    /// Wait for the broker before 5.04, seconds (10.0).
-    #[serde(deserialize_with = "seconds")]
-    pub publish_timeout: Duration,
-    /// Most publishes awaiting the broker at once (4096); also the MQTT outbox size.
-    pub max_pending: usize,
-    /// SO_RCVBUF of the UDP socket, bytes (4 MiB; the kernel caps it at
+    /// SO_RCVBUF of the UDP sockets, bytes (4 MiB; the kernel caps it at
     /// `net.core.rmem_max`).
     pub recv_buffer: usize,
-    /// SO_SNDBUF of the UDP socket, bytes (1 MiB).
+    /// SO_SNDBUF of the UDP sockets, bytes (1 MiB).
     pub send_buffer: usize,
     /// On SIGTERM/SIGINT, how long to wait for pending publishes before
     /// exiting, seconds (5).
-    #[serde(deserialize_with = "seconds")]
+    #[serde(with = "coapgate_exchange::secs_f64")]
     pub shutdown_grace: Duration,
-    /// RFC 7252 transmission parameters (`[coap.transmission]`).
-    pub transmission: TransmissionParams,
-    /// Deduplication cache bounds (`[coap.dedup]`).
-    pub dedup: DedupLimits,
+    /// The engine's configuration, defaults and rules: `max_payload`,
+    /// `piggyback_window`, `publish_timeout`, `max_pending`,
+    /// `[coap.transmission]` and `[coap.dedup]` from this section; the
+    /// topics and payload format from `[mqtt]`, the `/bootstrap` settings
+    /// from `[coaps]`. Its `seed` is filled with fresh randomness when the
+    /// server starts.
+    #[serde(skip)]
+    pub engine: EndpointConfig,
 }
 
 impl Default for CoapConfig {
     fn default() -> Self {
         Self {
             bind: SocketAddr::from(([0, 0, 0, 0], 5683)),
-            max_payload: 1024,
-            piggyback_window: Duration::from_secs(1),
-            publish_timeout: Duration::from_secs(10),
-            max_pending: 4096,
             recv_buffer: 4 << 20,
             send_buffer: 1 << 20,
             shutdown_grace: Duration::from_secs(5),
-            transmission: TransmissionParams::default(),
-            dedup: DedupLimits::default(),
+            engine: EndpointConfig::default(),
         }
     }
 }
 
-/// `[coaps]`: the DTLS listener and the PSKs `/bootstrap` hands out.
+/// `[coaps]`: the DTLS listener. Its `public_url` and `regenerate_psk_after`
+/// go to [`EndpointConfig::bootstrap`] (`coap.engine.bootstrap`).
 #[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(default)]
+#[non_exhaustive]
 pub struct CoapsConfig {
-    /// Listen address (`0.0.0.0:5684`).
+    /// Listen address (`0.0.0.0:5684`); uses `coap.recv_buffer` and
+    /// `coap.send_buffer` too.
     pub bind: SocketAddr,
-    /// The URL `/bootstrap` hands to devices.
-    pub public_url: String,
-    /// A generated PSK is replaced when `/bootstrap` is called this many
-    /// seconds or more after the device's previous call (300, spec.md §2.4).
-    #[serde(deserialize_with = "seconds")]
-    pub regenerate_psk_after: Duration,
-    /// Most established DTLS sessions (10 000; about 44 KiB each).
-    pub max_sessions: usize,
-    /// Most handshakes in progress, counted after the cookie round trip
-    /// (256; about 47 KiB each).
-    pub max_handshakes: usize,
-    /// A handshake not complete this many seconds after its ClientHello
-    /// with cookie is dropped (20).
-    #[serde(deserialize_with = "seconds")]
-    pub handshake_timeout: Duration,
-    /// A session without an authenticated datagram for this many seconds
-    /// is closed (1800).
-    #[serde(deserialize_with = "seconds")]
-    pub idle_timeout: Duration,
-    /// Largest datagram sent, bytes (1200).
-    pub mtu: u32,
+    /// The DTLS server's configuration, defaults and rules: `max_sessions`,
+    /// `max_handshakes`, `handshake_timeout`, `idle_timeout`, `mtu`.
+    #[serde(skip)]
+    pub dtls: DtlsConfig,
 }
 
 impl Default for CoapsConfig {
     fn default() -> Self {
         Self {
             bind: SocketAddr::from(([0, 0, 0, 0], 5684)),
-            public_url: "coaps://localhost:5684".to_owned(),
-            regenerate_psk_after: Duration::from_secs(300),
-            max_sessions: 10_000,
-            max_handshakes: 256,
-            handshake_timeout: Duration::from_secs(20),
-            idle_timeout: Duration::from_secs(30 * 60),
-            mtu: 1200,
+            dtls: DtlsConfig::default(),
         }
     }
 }
 
-/// How the MQTT payload is shaped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum PayloadFormat {
-    /// The JSON envelope (default).
-    #[default]
-    Envelope,
-    /// The device's bytes.
-    Raw,
-}
-
-/// `[mqtt]`.
-#[derive(Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+/// `[mqtt]`: which broker, and the bridge's link settings. Its `topic`,
+/// `topic_without_t` and `payload` go to the engine
+/// (`coap.engine.topics`, `coap.engine.payload_format`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+#[non_exhaustive]
 pub struct MqttConfig {
     /// The broker, `mqtt://[user:pass@]host[:port]`; absent: start the
-    /// embedded broker and use it.
-    pub url: Option<String>,
-    /// Where the embedded broker listens (`127.0.0.1:1883`).
+    /// embedded broker and use it. `Debug` never shows the password.
+    pub url: Option<BrokerUrl>,
+    /// Where the embedded broker listens (`127.0.0.1:1883`; an explicit
+    /// port).
     pub embedded_bind: SocketAddr,
-    /// MQTT client ID (`coapgate-<pid>`).
-    pub client_id: Option<String>,
-    /// 1 (PUBACK confirms, default) or 2 (PUBCOMP confirms).
-    pub qos: u8,
-    /// Topic when the device gave `t` (`{iccid}/{t}`).
-    pub topic: String,
-    /// Topic when it did not (`{iccid}`).
-    pub topic_without_t: String,
-    /// `envelope` (default) or `raw`.
-    pub payload: PayloadFormat,
-    /// MQTT keep-alive, seconds (30).
-    #[serde(deserialize_with = "seconds")]
-    pub keep_alive: Duration,
-    /// Largest MQTT packet, bytes (65536).
-    pub max_packet_size: usize,
     /// How long start-up waits for the first broker connection, seconds (10).
-    #[serde(deserialize_with = "seconds")]
+    #[serde(with = "coapgate_exchange::secs_f64")]
     pub connect_timeout: Duration,
-}
-
-impl std::fmt::Debug for MqttConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // The URL may carry a password.
-        f.debug_struct("MqttConfig")
-            .field("url", &self.url.as_ref().map(|_| "<set>"))
-            .field("embedded_bind", &self.embedded_bind)
-            .field("client_id", &self.client_id)
-            .field("qos", &self.qos)
-            .field("topic", &self.topic)
-            .field("topic_without_t", &self.topic_without_t)
-            .field("payload", &self.payload)
-            .finish_non_exhaustive()
-    }
+    /// The bridge's configuration, defaults and rules: `client_id`, `qos`,
+    /// `keep_alive`, `max_packet_size`; its outbox holds `coap.max_pending`
+    /// publishes. The broker's address comes from [`bridge`](Self::bridge).
+    #[serde(skip)]
+    pub link: BridgeConfig,
 }
 
 impl Default for MqttConfig {
@@ -184,21 +186,33 @@ impl Default for MqttConfig {
         Self {
             url: None,
             embedded_bind: SocketAddr::from(([127, 0, 0, 1], 1883)),
-            client_id: None,
-            qos: 1,
-            topic: "{iccid}/{t}".to_owned(),
-            topic_without_t: "{iccid}".to_owned(),
-            payload: PayloadFormat::Envelope,
-            keep_alive: Duration::from_secs(30),
-            max_packet_size: 64 * 1024,
             connect_timeout: Duration::from_secs(10),
+            link: BridgeConfig::default(),
         }
+    }
+}
+
+impl MqttConfig {
+    /// The bridge's configuration: [`link`](Self::link) aimed at `url`, or
+    /// at the embedded broker's address when there is no `url`.
+    pub fn bridge(&self, embedded_broker: Option<SocketAddr>) -> BridgeConfig {
+        let mut bridge = self.link.clone();
+        match (&self.url, embedded_broker) {
+            (Some(url), _) => bridge.set_broker(url),
+            (None, Some(addr)) => {
+                bridge.host = addr.ip().to_string();
+                bridge.port = addr.port();
+            }
+            (None, None) => {}
+        }
+        bridge
     }
 }
 
 /// `[store]`.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(default)]
+#[non_exhaustive]
 pub struct StoreConfig {
     /// `sqlite://coapgate.db` (relative to the working directory),
     /// `sqlite:///abs/path.db`, `sqlite::memory:`; `postgres://` is planned.
@@ -213,13 +227,15 @@ impl Default for StoreConfig {
     }
 }
 
-/// `[admin]`. Accepted now; the admin API is not built yet.
+/// `[admin]`: the admin HTTP API (`/v1`, `/metrics`, `/healthz`).
 #[derive(Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(default)]
+#[non_exhaustive]
 pub struct AdminConfig {
     /// Listen address (`127.0.0.1:8080`).
     pub bind: SocketAddr,
-    /// Bearer token for `/v1` routes.
+    /// Bearer token for `/v1` routes; required when `bind` is not a
+    /// loopback address.
     pub token: Option<String>,
 }
 
@@ -306,36 +322,39 @@ impl std::fmt::Debug for DeviceSeed {
 
 impl DeviceSeed {
     /// The operator position this entry asks for, validated.
-    pub fn position(&self) -> Result<Option<coapgate_location::Position>, ServerError> {
+    pub fn position(&self) -> Result<Option<coapgate_location::Position>, ConfigError> {
         let Some(p) = &self.position else {
             return Ok(None);
         };
         coapgate_location::Position::new(p.coordinate[0], p.coordinate[1], &p.source, p.sample_time)
             .map(Some)
-            .map_err(|e| ServerError::Config(format!("device.position of {}: {e}", self.iccid)))
+            .map_err(|e| self.error("position", e))
     }
 
     /// The operator PSK record this entry asks for, validated.
-    pub fn psk_record(&self) -> Result<Option<PskRecord>, ServerError> {
+    pub fn psk_record(&self) -> Result<Option<PskRecord>, ConfigError> {
         let Some(secret) = &self.psk else {
             if self.psk_format.is_some() {
-                return Err(ServerError::Config(format!(
-                    "device.psk_format of {}: no psk given",
-                    self.iccid
-                )));
+                return Err(self.error("psk_format", "no psk given"));
             }
             return Ok(None);
         };
         let format = match self.psk_format.as_deref() {
             None => PskFormat::String,
-            Some(text) => text.parse().map_err(|e| {
-                ServerError::Config(format!("device.psk_format of {}: {e}", self.iccid))
-            })?,
+            Some(text) => text.parse().map_err(|e| self.error("psk_format", e))?,
         };
         // The error names the rule, never the secret.
         PskRecord::operator(secret, format)
             .map(Some)
-            .map_err(|e| ServerError::Config(format!("device.psk of {}: {e}", self.iccid)))
+            .map_err(|e| self.error("psk", e))
+    }
+
+    /// `device.KEY: REASON (device ICCID)`.
+    fn error(&self, key: &str, reason: impl fmt::Display) -> ConfigError {
+        ConfigError::new(
+            format!("device.{key}"),
+            format!("{reason} (device {})", self.iccid),
+        )
     }
 }
 
@@ -355,76 +374,74 @@ impl From<DeviceSeed> for Device {
     }
 }
 
-fn seconds<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-    let secs = f64::deserialize(d)?;
-    Duration::try_from_secs_f64(secs).map_err(serde::de::Error::custom)
-}
-
 impl Config {
     /// Parses and validates TOML text.
-    pub fn from_toml(text: &str) -> Result<Self, ServerError> {
-        let config: Config =
-            toml::from_str(text).map_err(|e| ServerError::Config(e.to_string()))?;
-        config.validate()?;
-        Ok(config)
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        let table: toml::Table =
+            toml::from_str(text).map_err(|e| ConfigError::new("", e.to_string().trim_end()))?;
+        Self::try_from(table)
     }
 
-    /// Reads, parses and validates a file.
+    /// Reads, parses and validates a file; a [`ConfigError`] names the file.
     pub fn load(path: &Path) -> Result<Self, ServerError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| ServerError::Config(format!("{}: {e}", path.display())))?;
-        Self::from_toml(&text).map_err(|e| match e {
-            ServerError::Config(msg) => ServerError::Config(format!("{}: {msg}", path.display())),
-            other => other,
-        })
+        let text = std::fs::read_to_string(path).map_err(|source| ServerError::Io {
+            what: format!("read {}", path.display()),
+            source,
+        })?;
+        Ok(Self::from_toml(&text).map_err(|e| e.in_file(path))?)
     }
 
-    /// Checks values the types cannot: ranges and cross-field rules.
-    pub fn validate(&self) -> Result<(), ServerError> {
-        let bad = |key: &str, why: &str| Err(ServerError::Config(format!("{key}: {why}")));
-        if self.coap.max_payload < 1024 {
-            return bad("coap.max_payload", "must be at least 1024 (spec.md §2.2)");
+    /// Checks what the types cannot: each crate's `validate()` on its part,
+    /// and the rules that span sections. [`Server::bind`](crate::Server::bind)
+    /// calls it again, for a configuration changed after loading.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.coap
+            .engine
+            .validate()
+            .map_err(|e| ConfigError::new(format!("coap.{}", e.field), e.reason))?;
+        self.coaps.dtls.validate().map_err(|e| match e {
+            DtlsError::InvalidConfig { field, reason } => {
+                ConfigError::new(format!("coaps.{field}"), reason)
+            }
+            other => ConfigError::new("coaps", other),
+        })?;
+        self.mqtt.link.validate().map_err(|e| match e {
+            MqttError::InvalidConfig { field, reason } => {
+                ConfigError::new(format!("mqtt.{field}"), reason)
+            }
+            other => ConfigError::new("mqtt", other),
+        })?;
+        if self.mqtt.url.is_none() && self.mqtt.embedded_bind.port() == 0 {
+            return Err(ConfigError::new(
+                "mqtt.embedded_bind",
+                "needs an explicit port when mqtt.url is absent (the embedded broker cannot report the port it got)",
+            ));
         }
-        if self.coap.max_pending == 0 {
-            return bad("coap.max_pending", "must be at least 1");
-        }
-        if let Err(why) = self.coap.transmission.validate() {
-            return bad("coap.transmission", why);
-        }
-        if self.coap.piggyback_window >= self.coap.transmission.ack_timeout {
-            return bad(
-                "coap.piggyback_window",
-                "must be shorter than coap.transmission.ack_timeout",
-            );
-        }
-        if self.coap.publish_timeout <= self.coap.piggyback_window {
-            return bad(
-                "coap.publish_timeout",
-                "must be longer than coap.piggyback_window",
-            );
-        }
-        if self.coap.dedup.max_entries == 0 {
-            return bad("coap.dedup.max_entries", "must be at least 1");
-        }
-        if !matches!(self.mqtt.qos, 1 | 2) {
-            return bad(
-                "mqtt.qos",
-                "must be 1 or 2 (a device is acknowledged only after the broker confirmed)",
-            );
-        }
-        if let Err(e) =
-            coapgate_topic::TopicTemplates::new(&self.mqtt.topic, &self.mqtt.topic_without_t)
+        if !self.admin.bind.ip().is_loopback()
+            && self.admin.token.as_deref().is_none_or(str::is_empty)
         {
-            return bad("mqtt.topic", &e.to_string());
+            return Err(ConfigError::new(
+                "admin.token",
+                format!(
+                    "required when admin.bind ({}) is not a loopback address",
+                    self.admin.bind
+                ),
+            ));
         }
-        let mut iccids = std::collections::HashSet::new();
-        let mut ips = std::collections::HashSet::new();
+        let mut iccids = HashSet::new();
+        let mut ips = HashSet::new();
         for d in &self.devices {
             if !iccids.insert(d.iccid.clone()) {
-                return bad("device.iccid", &format!("{} is listed twice", d.iccid));
+                return Err(ConfigError::new(
+                    "device.iccid",
+                    format!("{} is listed twice", d.iccid),
+                ));
             }
             if !ips.insert(d.ip.to_canonical()) {
-                return bad("device.ip", &format!("{} is listed twice", d.ip));
+                return Err(ConfigError::new(
+                    "device.ip",
+                    format!("{} is listed twice", d.ip),
+                ));
             }
             d.psk_record()?;
             d.position()?;
@@ -433,17 +450,193 @@ impl Config {
     }
 }
 
-impl CoapsConfig {
-    /// The DTLS server's settings.
-    pub fn dtls(&self) -> coapgate_dtls::DtlsConfig {
-        coapgate_dtls::DtlsConfig {
-            max_sessions: self.max_sessions,
-            max_handshakes: self.max_handshakes,
-            handshake_timeout: self.handshake_timeout,
-            idle_timeout: self.idle_timeout,
-            mtu: self.mtu,
-            ..coapgate_dtls::DtlsConfig::default()
+impl Default for Config {
+    fn default() -> Self {
+        Self::try_from(toml::Table::new()).expect("the defaults are valid")
+    }
+}
+
+impl TryFrom<toml::Table> for Config {
+    type Error = ConfigError;
+
+    /// Takes each section apart into the types that own its keys; a key no
+    /// type takes is unknown.
+    fn try_from(table: toml::Table) -> Result<Self, ConfigError> {
+        let mut file = Section {
+            path: String::new(),
+            table,
+        };
+        let mut coap = file.section("coap")?;
+        let mut coaps = file.section("coaps")?;
+        let mut mqtt = file.section("mqtt")?;
+        let mut store = file.section("store")?;
+        let mut admin = file.section("admin")?;
+        let devices = file.take_key("device")?.unwrap_or_default();
+        file.finish()?;
+
+        let mut engine: EndpointConfig = coap.take()?;
+        engine.topics = mqtt.take::<TopicTemplates>()?;
+        if let Some(format) = mqtt.take_key::<PayloadFormat>("payload")? {
+            engine.payload_format = format;
         }
+        engine.bootstrap.policy = coaps.take()?;
+        if let Some(url) = coaps.take_key("public_url")? {
+            engine.bootstrap.coaps_url = url;
+        }
+        let mut link: BridgeConfig = mqtt.take()?;
+        link.outbox_capacity = engine.max_pending;
+        let dtls: DtlsConfig = coaps.take()?;
+
+        let config = Config {
+            coap: CoapConfig {
+                engine,
+                ..coap.take()?
+            },
+            coaps: CoapsConfig {
+                dtls,
+                ..coaps.take()?
+            },
+            mqtt: MqttConfig {
+                link,
+                ..mqtt.take()?
+            },
+            store: store.take()?,
+            admin: admin.take()?,
+            devices,
+        };
+        for section in [coap, coaps, mqtt, store, admin] {
+            section.finish()?;
+        }
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+/// A TOML table being taken apart into typed values; every error names the
+/// key in full.
+struct Section {
+    /// The table's own key, dotted (`coap`); empty for the whole file.
+    path: String,
+    table: toml::Table,
+}
+
+impl Section {
+    /// `path.key`.
+    fn key(&self, key: &str) -> String {
+        if self.path.is_empty() {
+            key.to_owned()
+        } else {
+            format!("{}.{key}", self.path)
+        }
+    }
+
+    /// Removes the sub-table `key` (empty when absent).
+    fn section(&mut self, key: &str) -> Result<Section, ConfigError> {
+        let path = self.key(key);
+        match self.table.remove(key) {
+            None => Ok(Section {
+                path,
+                table: toml::Table::new(),
+            }),
+            Some(toml::Value::Table(table)) => Ok(Section { path, table }),
+            Some(other) => Err(ConfigError::new(
+                path,
+                format!("must be a table, not {}", other.type_str()),
+            )),
+        }
+    }
+
+    /// Removes the keys `T` reads and parses them into `T`; the keys that
+    /// are absent keep `T`'s defaults.
+    fn take<T: DeserializeOwned>(&mut self) -> Result<T, ConfigError> {
+        let part = field_names::<T>()
+            .iter()
+            .filter_map(|name| self.table.remove_entry(*name))
+            .collect();
+        parse(&self.path, toml::Value::Table(part))
+    }
+
+    /// Removes `key` and parses it into `T`; `None` when absent.
+    fn take_key<T: DeserializeOwned>(&mut self, key: &str) -> Result<Option<T>, ConfigError> {
+        let path = self.key(key);
+        self.table
+            .remove(key)
+            .map(|value| parse(&path, value))
+            .transpose()
+    }
+
+    /// Any key left is one nothing takes.
+    fn finish(self) -> Result<(), ConfigError> {
+        match self.table.keys().next() {
+            Some(key) => Err(ConfigError::new(self.key(key), "unknown key")),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Parses `value` into `T`, naming `path` and the key within it on error.
+fn parse<T: DeserializeOwned>(path: &str, value: toml::Value) -> Result<T, ConfigError> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let key = match e.path().to_string() {
+            inner if inner == "." => path.to_owned(),
+            inner if path.is_empty() || inner.starts_with('[') => format!("{path}{inner}"),
+            inner => format!("{path}.{inner}"),
+        };
+        ConfigError::new(key, e.into_inner().message())
+    })
+}
+
+/// The keys `T`'s derived `Deserialize` reads: serde hands them to
+/// `deserialize_struct`, which this deserializer answers with an error that
+/// carries them. Empty for a `T` that is not a struct.
+fn field_names<T: DeserializeOwned>() -> &'static [&'static str] {
+    use serde::de::{self, Visitor};
+
+    #[derive(Debug)]
+    struct Fields(&'static [&'static str]);
+
+    impl fmt::Display for Fields {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            write!(f, "fields {:?}", self.0)
+        }
+    }
+
+    impl std::error::Error for Fields {}
+
+    impl de::Error for Fields {
+        fn custom<M: fmt::Display>(_: M) -> Self {
+            Fields(&[])
+        }
+    }
+
+    struct Probe;
+
+    impl<'de> de::Deserializer<'de> for Probe {
+        type Error = Fields;
+
+        fn deserialize_struct<V: Visitor<'de>>(
+            self,
+            _name: &'static str,
+            fields: &'static [&'static str],
+            _visitor: V,
+        ) -> Result<V::Value, Fields> {
+            Err(Fields(fields))
+        }
+
+        fn deserialize_any<V: Visitor<'de>>(self, _visitor: V) -> Result<V::Value, Fields> {
+            Err(Fields(&[]))
+        }
+
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string
+            bytes byte_buf option unit unit_struct newtype_struct seq tuple
+            tuple_struct map enum identifier ignored_any
+        }
+    }
+
+    match T::deserialize(Probe) {
+        Err(Fields(fields)) => fields,
+        Ok(_) => &[],
     }
 }
 
@@ -477,17 +670,21 @@ status = "ACTIVE"
         )
         .unwrap();
         assert_eq!(c.devices.len(), 1);
-        assert_eq!(c.mqtt.url.as_deref(), Some("mqtt://127.0.0.1:1883"));
-        assert_eq!(c.coaps.public_url, "coaps://coap.example.com:5684");
+        let url = c.mqtt.url.as_ref().unwrap();
+        assert_eq!((url.host(), url.port()), ("127.0.0.1", 1883));
+        assert_eq!(
+            c.coap.engine.bootstrap.coaps_url.as_str(),
+            "coaps://coap.example.com:5684"
+        );
     }
 
     #[test]
     fn an_empty_file_is_all_defaults() {
         let c = Config::from_toml("").unwrap();
         assert_eq!(c.coap.bind, "0.0.0.0:5683".parse().unwrap());
-        assert_eq!(c.coap.max_payload, 1024);
+        assert_eq!(c.coap.engine.max_payload, 1024);
         assert_eq!(
-            c.coap.transmission.exchange_lifetime(),
+            c.coap.engine.transmission.exchange_lifetime(),
             Duration::from_secs(247)
         );
         assert!(c.mqtt.url.is_none(), "embedded broker by default");
@@ -517,32 +714,68 @@ status = "ACTIVE"
             "[coap]\npiggyback_window = 0.25\npublish_timeout = 3\n[coap.transmission]\nack_timeout = 1\nmax_retransmit = 2\n[coap.dedup]\nmax_entries = 10\n",
         )
         .unwrap();
-        assert_eq!(c.coap.piggyback_window, Duration::from_millis(250));
-        assert_eq!(c.coap.publish_timeout, Duration::from_secs(3));
-        assert_eq!(c.coap.transmission.ack_timeout, Duration::from_secs(1));
-        assert_eq!(c.coap.transmission.max_retransmit, 2);
-        assert_eq!(c.coap.dedup.max_entries, 10);
+        let engine = &c.coap.engine;
+        assert_eq!(engine.piggyback_window, Duration::from_millis(250));
+        assert_eq!(engine.publish_timeout, Duration::from_secs(3));
+        assert_eq!(engine.transmission.ack_timeout, Duration::from_secs(1));
+        assert_eq!(engine.transmission.max_retransmit, 2);
+        assert_eq!(engine.dedup.max_entries, 10);
     }
 
     #[test]
-    fn bad_values_are_refused_with_their_key() {
-        for (toml, key) in [
-            ("[coap]\nmax_payload = 100\n", "coap.max_payload"),
-            ("[mqtt]\nqos = 0\n", "mqtt.qos"),
-            ("[mqtt]\ntopic = \"a/#\"\n", "mqtt.topic"),
-            ("[coap]\npiggyback_window = 5\n", "coap.piggyback_window"),
-            (
-                "[[device]]\niccid = \"8988280666000000000\"\nip = \"127.0.0.2\"\n[[device]]\niccid = \"8988280666000000001\"\nip = \"127.0.0.2\"\n",
-                "device.ip",
-            ),
-        ] {
-            let err = Config::from_toml(toml).unwrap_err().to_string();
-            assert!(err.contains(key), "{toml:?} gave {err}");
-        }
-        let err = Config::from_toml("[[device]]\niccid = \"123\"\nip = \"127.0.0.2\"\n")
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("ICCID"), "{err}");
+    fn each_part_reads_the_keys_of_its_section() {
+        assert_eq!(
+            field_names::<CoapConfig>(),
+            ["bind", "recv_buffer", "send_buffer", "shutdown_grace"]
+        );
+        assert_eq!(
+            field_names::<EndpointConfig>(),
+            [
+                "transmission",
+                "dedup",
+                "max_payload",
+                "piggyback_window",
+                "publish_timeout",
+                "max_pending",
+                "store_timeout"
+            ]
+        );
+        assert_eq!(
+            field_names::<DtlsConfig>(),
+            [
+                "mtu",
+                "max_sessions",
+                "max_handshakes",
+                "handshake_timeout",
+                "idle_timeout"
+            ]
+        );
+        assert_eq!(
+            field_names::<BridgeConfig>(),
+            ["client_id", "qos", "keep_alive", "max_packet_size"]
+        );
+        assert_eq!(
+            field_names::<TopicTemplates>(),
+            ["topic", "topic_without_t"]
+        );
+        assert_eq!(
+            field_names::<coapgate_bootstrap::Policy>(),
+            ["regenerate_psk_after"]
+        );
+        assert!(field_names::<PayloadFormat>().is_empty(), "not a struct");
+    }
+
+    #[test]
+    fn errors_name_the_file_and_the_key() {
+        let e = ConfigError::new("coap.max_payload", "must be at least 1024")
+            .in_file(Path::new("/etc/coapgate.toml"));
+        assert_eq!(
+            e.to_string(),
+            "/etc/coapgate.toml: coap.max_payload: must be at least 1024"
+        );
+        let e = Config::from_toml("[coap\n").unwrap_err();
+        assert_eq!(e.key(), "");
+        assert!(e.reason().contains("line 1"), "{e}");
     }
 
     #[test]
@@ -589,7 +822,8 @@ status = "ACTIVE"
         )
         .unwrap_err()
         .to_string();
-        assert!(err.contains("device.position"), "{err}");
+        assert!(err.starts_with("device.position: "), "{err}");
+        assert!(err.contains("(device 8988280666000000000)"), "{err}");
     }
 
     #[test]

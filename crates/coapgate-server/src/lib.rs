@@ -35,19 +35,18 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use coapgate_bootstrap::Policy;
 use coapgate_dtls::{DtlsServer, Key};
-use coapgate_endpoint::{BootstrapConfig, Endpoint, EndpointConfig};
+use coapgate_endpoint::Endpoint;
 use coapgate_gateway::Gateway;
-use coapgate_mqtt::{Bridge, BridgeConfig, BridgeEvent, BridgeHandle, EmbeddedBroker, Qos};
+use coapgate_mqtt::{Bridge, BridgeEvent, BridgeHandle, EmbeddedBroker};
 use coapgate_store::Store;
-use coapgate_topic::TopicTemplates;
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
 pub use background::BackgroundServer;
+pub use coapgate_endpoint::PayloadFormat;
 pub use config::{
-    AdminConfig, CoapConfig, CoapsConfig, Config, DeviceSeed, MqttConfig, PayloadFormat,
+    AdminConfig, CoapConfig, CoapsConfig, Config, ConfigError, DeviceSeed, MqttConfig,
     PositionSeed, StoreConfig,
 };
 
@@ -55,15 +54,25 @@ pub use config::{
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ServerError {
-    /// The configuration is not acceptable (the text names the key).
+    /// The configuration is not acceptable (the error names the key).
     #[error("configuration: {0}")]
-    Config(String),
+    Config(#[from] ConfigError),
     /// The store could not be opened or seeded.
     #[error("store: {0}")]
     Store(#[from] coapgate_store::StoreError),
     /// The MQTT link or the embedded broker could not be set up.
     #[error("mqtt: {0}")]
     Mqtt(#[from] coapgate_mqtt::MqttError),
+    /// The DTLS server could not be set up (OpenSSL refused).
+    #[error("dtls: {0}")]
+    Dtls(#[from] coapgate_dtls::DtlsError),
+    /// The server's thread panicked ([`BackgroundServer`]).
+    #[error("the server thread panicked")]
+    Panicked,
+    /// The server's thread did not bind within this long
+    /// ([`BackgroundServer::start`]).
+    #[error("the server did not bind within {0:?}")]
+    StartTimeout(Duration),
     /// A socket could not be bound or configured.
     #[error("{what}: {source}")]
     Io {
@@ -129,11 +138,12 @@ impl MetricsHandle {
 }
 
 impl Server {
-    /// Opens the store and seeds the configured devices (on tokio's
-    /// blocking pool, never on the caller's runtime thread), starts the
-    /// embedded broker when no `[mqtt] url` is given, starts the bridge and
-    /// waits (up to `mqtt.connect_timeout`) for its first connection, and
-    /// binds the CoAP, CoAPS and admin sockets.
+    /// Validates the configuration ([`Config::validate`]), opens the store
+    /// and seeds the configured devices (on tokio's blocking pool, never on
+    /// the caller's runtime thread), starts the embedded broker when no
+    /// `[mqtt] url` is given, starts the bridge and waits (up to
+    /// `mqtt.connect_timeout`) for its first connection, and binds the CoAP,
+    /// CoAPS and admin sockets.
     pub async fn bind(config: Config) -> Result<Self, ServerError> {
         config.validate()?;
         let (config, store) = tokio::task::spawn_blocking(move || {
@@ -141,33 +151,16 @@ impl Server {
             Ok::<_, ServerError>((config, store))
         })
         .await
-        .map_err(|e| ServerError::Config(format!("store: opening panicked: {e}")))??;
+        .map_err(|_| ServerError::Panicked)??;
 
-        let (broker, mut bridge_config) = match &config.mqtt.url {
-            Some(url) => (None, BridgeConfig::from_url(url)?),
-            None => {
-                let broker = EmbeddedBroker::start(config.mqtt.embedded_bind)?;
-                let addr = broker.addr();
-                let bridge_config = BridgeConfig {
-                    host: addr.ip().to_string(),
-                    port: addr.port(),
-                    ..BridgeConfig::default()
-                };
-                (Some(broker), bridge_config)
-            }
+        let broker = match config.mqtt.url {
+            Some(_) => None,
+            None => Some(EmbeddedBroker::start(config.mqtt.embedded_bind)?),
         };
-        if let Some(id) = &config.mqtt.client_id {
-            bridge_config.client_id = id.clone();
-        }
-        bridge_config.qos = if config.mqtt.qos == 2 {
-            Qos::ExactlyOnce
-        } else {
-            Qos::AtLeastOnce
-        };
-        bridge_config.keep_alive = config.mqtt.keep_alive;
-        bridge_config.max_packet_size = config.mqtt.max_packet_size;
-        bridge_config.outbox_capacity = config.coap.max_pending;
-        let (bridge, mut events) = Bridge::start(bridge_config);
+        let bridge_config = config
+            .mqtt
+            .bridge(broker.as_ref().map(EmbeddedBroker::addr));
+        let (bridge, mut events) = Bridge::start(bridge_config)?;
         // Wait for the first connection so the first devices do not get 5.02
         // for a broker that is merely still connecting.
         let connected = tokio::time::timeout(config.mqtt.connect_timeout, async {
@@ -199,16 +192,8 @@ impl Server {
         let coaps_addr = local_addr(&coaps, "coaps")?;
         let psk_keys = store.psk_keys();
         let lookup = move |identity: &str| psk_keys.key(identity).map(|key| Key::new(key.to_vec()));
-        let dtls = DtlsServer::new(config.coaps.dtls(), Arc::new(lookup))
-            .map_err(|e| ServerError::Config(format!("coaps: {e}")))?;
+        let dtls = DtlsServer::new(config.coaps.dtls.clone(), Arc::new(lookup))?;
         tracing::info!(%coap_addr, %coaps_addr, "CoAP and CoAPS listening");
-        let admin_is_loopback = config.admin.bind.ip().is_loopback();
-        if !admin_is_loopback && config.admin.token.as_deref().is_none_or(str::is_empty) {
-            return Err(ServerError::Config(format!(
-                "admin.token: required when admin.bind ({}) is not a loopback address",
-                config.admin.bind
-            )));
-        }
         let admin = tokio::net::TcpListener::bind(config.admin.bind)
             .await
             .map_err(|source| ServerError::Io {
@@ -271,31 +256,8 @@ impl Server {
     /// answers what the broker confirms within the grace period, and
     /// returns.
     pub async fn serve(self, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
-        let templates =
-            TopicTemplates::new(&self.config.mqtt.topic, &self.config.mqtt.topic_without_t)
-                .map_err(|e| ServerError::Config(format!("mqtt.topic: {e}")))?;
-        let coap = &self.config.coap;
-        let engine_config = EndpointConfig {
-            transmission: coap.transmission,
-            dedup: coap.dedup,
-            max_payload: coap.max_payload,
-            piggyback_window: coap.piggyback_window,
-            publish_timeout: coap.publish_timeout,
-            max_pending: coap.max_pending,
-            topics: templates,
-            payload_format: match self.config.mqtt.payload {
-                PayloadFormat::Envelope => coapgate_endpoint::PayloadFormat::Envelope,
-                PayloadFormat::Raw => coapgate_endpoint::PayloadFormat::Raw,
-            },
-            bootstrap: BootstrapConfig {
-                policy: Policy {
-                    regenerate_after: self.config.coaps.regenerate_psk_after,
-                },
-                coaps_url: self.config.coaps.public_url.clone(),
-            },
-            seed: rand::random(),
-            ..EndpointConfig::default()
-        };
+        let mut engine_config = self.config.coap.engine.clone();
+        engine_config.seed = rand::random();
         let store = self.store.clone();
         let templates = self.store.clone();
         let mut endpoint = Endpoint::new(engine_config, Arc::new(self.store.directory()))

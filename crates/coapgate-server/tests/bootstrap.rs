@@ -33,7 +33,7 @@ fn a_device_gets_its_iccid_a_psk_and_the_coaps_url() {
     let test = "bootstrap_answer";
     let mut config = config(None);
     config.mqtt.embedded_bind = ([127, 0, 0, 1], coapgate_testkit::free_tcp_port()).into();
-    config.coaps.public_url = "coaps://coap.example.com:5684".into();
+    config.coap.engine.bootstrap.coaps_url = "coaps://coap.example.com:5684".parse().unwrap();
     let server = start(config);
     let Some((code, fields)) = bootstrap(&server, "127.0.0.2", test) else {
         return;
@@ -65,7 +65,7 @@ fn a_shortened_interval_regenerates_on_the_real_clock() {
     let test = "bootstrap_regeneration";
     let mut config = config(None);
     config.mqtt.embedded_bind = ([127, 0, 0, 1], coapgate_testkit::free_tcp_port()).into();
-    config.coaps.regenerate_psk_after = Duration::from_secs(2);
+    config.coap.engine.bootstrap.policy.regenerate_after = Duration::from_secs(2);
     let server = start(config);
     let Some((_, first)) = bootstrap(&server, "127.0.0.2", test) else {
         return;
@@ -86,7 +86,7 @@ fn an_operator_psk_from_the_configuration_is_returned_as_written() {
     let test = "bootstrap_operator_psk";
     let mut config = config(None);
     config.mqtt.embedded_bind = ([127, 0, 0, 1], coapgate_testkit::free_tcp_port()).into();
-    config.coaps.regenerate_psk_after = Duration::from_secs(1);
+    config.coap.engine.bootstrap.policy.regenerate_after = Duration::from_secs(1);
     config.devices[0].psk = Some("DEADBEEF00112233".into());
     config.devices[0].psk_format = Some("HEX".into());
     let server = start(config);

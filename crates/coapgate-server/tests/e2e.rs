@@ -350,7 +350,7 @@ fn a_broker_outage_gives_5_02_and_every_2_04_is_at_the_broker() {
         return;
     };
     let mut config = config(Some(broker.url()));
-    config.coap.publish_timeout = Duration::from_secs(3);
+    config.coap.engine.publish_timeout = Duration::from_secs(3);
     let server = start(config);
     let send = |n: usize| {
         post(
@@ -440,7 +440,7 @@ fn a_slow_broker_gets_an_empty_ack_then_a_separate_response_and_a_silent_one_5_0
     // 1 s piggyback window, within the publish deadline.
     let proxy = coapgate_testkit::DelayProxy::start(broker.port, Duration::from_millis(1500));
     let mut config = config(Some(proxy.url()));
-    config.coap.publish_timeout = Duration::from_secs(3);
+    config.coap.engine.publish_timeout = Duration::from_secs(3);
     let server = start(config);
 
     // The exchange byte by byte, from a raw socket at the device's address:

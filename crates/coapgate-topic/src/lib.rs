@@ -309,7 +309,12 @@ impl Template {
 /// which may not contain `{`, `}`, the MQTT wildcards `+` and `#`, NUL or
 /// other control characters; a template may not start with `$` (reserved
 /// for broker topics like `$SYS`) and may not render empty.
+///
+/// With the `serde` feature it deserializes from `{ topic = "…",
+/// topic_without_t = "…" }`, parsing each template once.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(from = "serde_form::Form"))]
 pub struct TopicTemplates {
     with_topic: Template,
     without_topic: Template,
@@ -343,21 +348,66 @@ impl TopicTemplates {
 }
 
 impl Default for TopicTemplates {
-    /// `{iccid}/{t}` and `{iccid}`, as the 1NCE Cloud Integrator publishes.
+    /// [`DEFAULT_WITH_TOPIC`](Self::DEFAULT_WITH_TOPIC) and
+    /// [`DEFAULT_WITHOUT_TOPIC`](Self::DEFAULT_WITHOUT_TOPIC), as the 1NCE
+    /// Cloud Integrator publishes.
     fn default() -> Self {
-        TopicTemplates {
-            with_topic: Template {
-                segments: vec![
-                    Segment::Iccid,
-                    Segment::Literal("/".to_owned()),
-                    Segment::Topic,
-                ],
-                literal_len: 1,
-            },
-            without_topic: Template {
-                segments: vec![Segment::Iccid],
-                literal_len: 0,
-            },
+        TopicTemplates::new(Self::DEFAULT_WITH_TOPIC, Self::DEFAULT_WITHOUT_TOPIC)
+            .expect("the default templates are valid")
+    }
+}
+
+/// The serde form of [`TopicTemplates`]: `{ topic = "…", topic_without_t =
+/// "…" }` (the keys of the server's `[mqtt]` section), each template parsed
+/// and validated as it is read, so an error names its key; a missing key
+/// keeps its default.
+#[cfg(feature = "serde")]
+mod serde_form {
+    use serde::{Deserialize, Deserializer};
+
+    use super::{Template, TopicTemplates};
+
+    #[derive(Deserialize)]
+    #[serde(default, deny_unknown_fields)]
+    pub(super) struct Form {
+        #[serde(deserialize_with = "with_topic")]
+        topic: Template,
+        #[serde(deserialize_with = "without_topic")]
+        topic_without_t: Template,
+    }
+
+    impl Default for Form {
+        fn default() -> Self {
+            let TopicTemplates {
+                with_topic,
+                without_topic,
+            } = TopicTemplates::default();
+            Form {
+                topic: with_topic,
+                topic_without_t: without_topic,
+            }
         }
+    }
+
+    impl From<Form> for TopicTemplates {
+        fn from(form: Form) -> Self {
+            TopicTemplates {
+                with_topic: form.topic,
+                without_topic: form.topic_without_t,
+            }
+        }
+    }
+
+    fn template<'de, D: Deserializer<'de>>(d: D, allow_topic: bool) -> Result<Template, D::Error> {
+        let text = String::deserialize(d)?;
+        Template::parse(&text, allow_topic).map_err(serde::de::Error::custom)
+    }
+
+    fn with_topic<'de, D: Deserializer<'de>>(d: D) -> Result<Template, D::Error> {
+        template(d, true)
+    }
+
+    fn without_topic<'de, D: Deserializer<'de>>(d: D) -> Result<Template, D::Error> {
+        template(d, false)
     }
 }

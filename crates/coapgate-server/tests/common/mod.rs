@@ -35,7 +35,7 @@ ip = "127.0.0.3"
 "#
     ))
     .unwrap();
-    config.mqtt.url = mqtt_url;
+    config.mqtt.url = mqtt_url.map(|url| url.parse().unwrap());
     config.mqtt.connect_timeout = Duration::from_secs(5);
     config
 }
@@ -64,7 +64,7 @@ pub fn setup_with(test: &str, adjust: impl FnOnce(&mut Config)) -> Option<Setup>
     let sub = MosquittoSub::start(broker.port, test)?;
     let mut config = config(None);
     adjust(&mut config);
-    config.mqtt.url = Some(broker.url());
+    config.mqtt.url = Some(broker.url().parse().unwrap());
     let server = start(config);
     Some(Setup {
         server,

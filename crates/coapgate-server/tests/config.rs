@@ -1,0 +1,193 @@
+//! The configuration file: every invalid value is refused with an error
+//! that names its key, and an empty file is exactly the crates' own
+//! defaults (no second copy of them in the server).
+
+#![allow(clippy::unwrap_used)]
+
+use std::time::Duration;
+
+use coapgate_bootstrap::{CoapsUrl, Policy};
+use coapgate_dtls::DtlsConfig;
+use coapgate_endpoint::EndpointConfig;
+use coapgate_mqtt::{BridgeConfig, Qos};
+use coapgate_server::Config;
+
+const DEVICE: &str = "[[device]]\niccid = \"8988280666000000000\"\nip = \"127.0.0.2\"\n";
+
+/// One invalid value a line: `TOML => KEY: A WORD OF THE REASON`. Each TOML
+/// is one line (dotted keys, inline tables).
+const INVALID: &str = r#"
+coaps.public_url = "coaps://a,b:5684"               => coaps.public_url: ','
+coaps.public_url = "coaps://a b"                    => coaps.public_url: white space
+coaps.public_url = "coaps://a\u0007"                => coaps.public_url: control
+coaps.public_url = "coap://a:5684"                  => coaps.public_url: coaps://
+coaps.public_url = "coaps://a/path"                 => coaps.public_url: path
+coaps.public_url = "coaps://a:0"                    => coaps.public_url: port
+mqtt.qos = 0                                        => mqtt.qos: must be 1 or 2
+mqtt.qos = 3                                        => mqtt.qos: must be 1 or 2
+mqtt.qos = "1"                                      => mqtt.qos: string
+coap.max_payload = 100                              => coap.max_payload: at least 1024
+coap.max_pending = 0                                => coap.max_pending: at least 1
+coap.publish_timeout = -1                           => coap.publish_timeout: negative
+coap.publish_timeout = nan                          => coap.publish_timeout: NaN
+coap.shutdown_grace = -1                            => coap.shutdown_grace: negative
+coap.piggyback_window = 5                           => coap.piggyback_window: ack_timeout
+coap.publish_timeout = 0.5                          => coap.publish_timeout: piggyback_window
+coap.transmission.ack_timeout = -2                  => coap.transmission.ack_timeout: negative
+coap.transmission.ack_timeout = 0                   => coap.transmission.ack_timeout: positive
+coap.transmission.ack_random_factor = 0.5           => coap.transmission.ack_random_factor: 1.0
+coap.transmission.max_retransmit = 21               => coap.transmission.max_retransmit: 20
+coap.dedup.max_entries = 0                          => coap.dedup.max_entries: at least 1
+coap.dedup.max_bytes = 10                           => coap.dedup.max_bytes: at least 256
+coaps.regenerate_psk_after = -5                     => coaps.regenerate_psk_after: negative
+mqtt.connect_timeout = inf                          => mqtt.connect_timeout: too big
+mqtt.topic = "a/#"                                  => mqtt.topic: '#'
+mqtt.topic = "{iccid}/{x}"                          => mqtt.topic: unknown placeholder
+mqtt.topic_without_t = "{iccid}/{t}"                => mqtt.topic_without_t: {t}
+mqtt.payload = "xml"                                => mqtt.payload: xml
+mqtt.url = "mqtts://broker:8883"                    => mqtt.url: TLS
+mqtt.url = "http://u:secret@h"                      => mqtt.url: scheme
+mqtt.url = "mqtt://u:secret@h:0"                    => mqtt.url: port
+mqtt.embedded_bind = "127.0.0.1:0"                  => mqtt.embedded_bind: explicit port
+admin.bind = "0.0.0.0:8080"                         => admin.token: loopback
+admin = { bind = "0.0.0.0:8080", token = "" }       => admin.token: loopback
+coap.bind = 5                                       => coap.bind: integer
+coap = 5                                            => coap: table
+cooap = {}                                          => cooap: unknown key
+coap.bnd = "0.0.0.0:1"                              => coap.bnd: unknown key
+coaps.ciphers = "NULL"                              => coaps.ciphers: unknown key
+mqtt.max_inflight = 1                               => mqtt.max_inflight: unknown key
+admin.tokn = "x"                                    => admin.tokn: unknown key
+coap.transmission.bogus = 1                         => coap.transmission.bogus: unknown field
+device = [{ iccid = "8988280666000000000", ip = "127.0.0.2", colour = 1 }] => device[0].colour: unknown field
+device = [{ iccid = "123", ip = "127.0.0.2" }]      => device[0].iccid: ICCID
+device = [{ iccid = "8988280666000000000", ip = "127.0.0.2", psk = "short" }] => device.psk: 8 to 256
+coaps.mtu = 255                                     => coaps.mtu: 256..=65507
+coaps.mtu = 65508                                   => coaps.mtu: 256..=65507
+coaps.max_sessions = 0                              => coaps.max_sessions: at least 1
+coaps.max_handshakes = 0                            => coaps.max_handshakes: at least 1
+coaps.handshake_timeout = 0                         => coaps.handshake_timeout: above zero
+coaps.idle_timeout = 0                              => coaps.idle_timeout: above zero
+coaps.idle_timeout = -1                             => coaps.idle_timeout: negative
+mqtt.keep_alive = 0.5                               => mqtt.keep_alive: at least 1 s
+mqtt.keep_alive = 65536                             => mqtt.keep_alive: at most 65535
+mqtt.keep_alive = -1                                => mqtt.keep_alive: negative
+mqtt.max_packet_size = 127                          => mqtt.max_packet_size: at least 128
+mqtt.client_id = ""                                 => mqtt.client_id: empty
+"#;
+
+#[test]
+fn each_invalid_value_is_refused_naming_its_key() {
+    let cases = INVALID.lines().filter(|line| !line.is_empty());
+    let mut count = 0;
+    for case in cases {
+        let (toml, expected) = case.split_once(" => ").unwrap();
+        let (key, why) = expected.split_once(": ").unwrap();
+        let err = Config::from_toml(toml).unwrap_err();
+        assert_eq!(err.key(), key, "{toml:?} gave {err}");
+        assert!(err.reason().contains(why), "{toml:?} gave {err}");
+        assert!(err.to_string().starts_with(&format!("{key}: ")), "{err}");
+        assert!(!err.to_string().contains("secret"), "no secret: {err}");
+        count += 1;
+    }
+    assert_eq!(count, 57, "every line is a case");
+    let twice = format!("{DEVICE}{}", DEVICE.replace("000\"", "001\""));
+    assert_eq!(Config::from_toml(&twice).unwrap_err().key(), "device.ip");
+}
+
+#[test]
+fn an_empty_file_is_the_crates_own_defaults() {
+    let config = Config::from_toml("").unwrap();
+    assert_eq!(config.coap.engine, EndpointConfig::default());
+    assert_eq!(config.coaps.dtls, DtlsConfig::default());
+    assert_eq!(config.coap.engine.bootstrap.policy, Policy::default());
+    assert_eq!(config.coap.engine.bootstrap.coaps_url, CoapsUrl::default());
+    let mut link = BridgeConfig::default();
+    link.outbox_capacity = EndpointConfig::default().max_pending;
+    assert_eq!(config.mqtt.link, link, "the outbox holds coap.max_pending");
+    assert_eq!(Config::default().mqtt.link, link);
+    assert_eq!(Config::default().coap.engine, config.coap.engine);
+}
+
+#[test]
+fn values_reach_the_crates_that_own_them() {
+    let config = Config::from_toml(
+        r#"
+[coap]
+max_payload = 2048
+max_pending = 7
+publish_timeout = 3.5
+[coap.dedup]
+max_entries = 9
+[coaps]
+public_url = "coaps://[2001:db8::1]:5684"
+regenerate_psk_after = 60
+mtu = 1400
+max_sessions = 5
+idle_timeout = 90
+[mqtt]
+url = "mqtt://user:pw@broker.example:1884"
+qos = 2
+keep_alive = 0
+max_packet_size = 4096
+client_id = "gw-1"
+topic = "devices/{iccid}/{t}"
+topic_without_t = "devices/{imsi}/{iccid}"
+payload = "raw"
+"#,
+    )
+    .unwrap();
+    let engine = &config.coap.engine;
+    assert_eq!((engine.max_payload, engine.max_pending), (2048, 7));
+    assert_eq!(engine.publish_timeout, Duration::from_millis(3500));
+    assert_eq!(engine.dedup.max_entries, 9);
+    assert_eq!(engine.payload_format, coapgate_server::PayloadFormat::Raw);
+    assert_eq!(
+        engine
+            .topics
+            .render("8988280666000000000", Some("901405100000000"), None),
+        "devices/901405100000000/8988280666000000000"
+    );
+    assert_eq!(
+        engine.bootstrap.coaps_url.as_str(),
+        "coaps://[2001:db8::1]:5684"
+    );
+    assert_eq!(
+        engine.bootstrap.policy.regenerate_after,
+        Duration::from_secs(60)
+    );
+    let dtls = &config.coaps.dtls;
+    assert_eq!((dtls.mtu, dtls.max_sessions), (1400, 5));
+    assert_eq!(dtls.idle_timeout, Duration::from_secs(90));
+    let bridge = config.mqtt.bridge(None);
+    assert_eq!(
+        (bridge.host.as_str(), bridge.port),
+        ("broker.example", 1884)
+    );
+    assert_eq!(bridge.username.as_deref(), Some("user"));
+    assert_eq!(bridge.qos, Qos::ExactlyOnce);
+    assert_eq!(bridge.keep_alive, Duration::ZERO);
+    assert_eq!((bridge.max_packet_size, bridge.outbox_capacity), (4096, 7));
+    assert_eq!(bridge.client_id, "gw-1");
+    assert!(
+        !format!("{config:?}").contains("pw@"),
+        "no password in Debug"
+    );
+}
+
+#[test]
+fn without_a_url_the_bridge_goes_to_the_embedded_broker() {
+    let config = Config::from_toml("[mqtt]\nembedded_bind = \"127.0.0.1:18830\"").unwrap();
+    let bridge = config.mqtt.bridge(Some(([127, 0, 0, 1], 18830).into()));
+    assert_eq!((bridge.host.as_str(), bridge.port), ("127.0.0.1", 18830));
+}
+
+#[test]
+fn a_configuration_changed_after_loading_is_checked_again() {
+    let mut config = Config::from_toml("[admin]\nbind = \"0.0.0.0:8080\"\ntoken = \"t\"").unwrap();
+    config.admin.token = None;
+    assert_eq!(config.validate().unwrap_err().key(), "admin.token");
+    let mut config = Config::default();
+    config.coap.engine.max_payload = 10;
+    assert_eq!(config.validate().unwrap_err().key(), "coap.max_payload");
+}
