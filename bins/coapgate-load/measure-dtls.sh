@@ -33,8 +33,9 @@ count=${5:-5000}
 shift $(($# < 5 ? $# : 5))
 
 root=$(cd "$(dirname "$0")/../.." && pwd)
-bin=$root/target/release
 dir=$(mktemp -d /tmp/coapgate-measure-dtls.XXXXXX)
+# shellcheck source=measure-common.sh
+source "$(dirname "$0")/measure-common.sh"
 # A free port whose successor is free too (libcoap serves DTLS on port + 1).
 free_pair() {
     python3 - <<'EOF'
@@ -54,20 +55,10 @@ for _ in range(100):
     print(port); break
 EOF
 }
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 coap_port=$(free_pair)
 coaps_port=$((coap_port + 1))
 mqtt_port=$(free_port)
 libcoap_key=coapgate-load-psk
-
-server_pid=
-broker_pid=
-cleanup() {
-    [[ -n $server_pid ]] && kill "$server_pid" 2>/dev/null && wait "$server_pid" 2>/dev/null
-    [[ -n $broker_pid ]] && kill "$broker_pid" 2>/dev/null && wait "$broker_pid" 2>/dev/null
-    [[ -n ${KEEP:-} ]] || rm -rf "$dir"
-}
-trap cleanup EXIT
 
 case $mode in
 handshakes) load_args=(--handshakes "$count") ;;
@@ -77,24 +68,7 @@ esac
 
 case $server in
 embedded | mosquitto)
-    {
-        printf '[coap]\nbind = "127.0.0.1:%s"\n[coaps]\nbind = "127.0.0.1:%s"\n[admin]\nbind = "127.0.0.1:0"\n[store]\nurl = "sqlite::memory:"\n[mqtt]\n' "$coap_port" "$coaps_port"
-        if [[ $server == mosquitto ]]; then
-            printf 'url = "mqtt://127.0.0.1:%s"\n' "$mqtt_port"
-        else
-            printf 'embedded_bind = "127.0.0.1:%s"\n' "$mqtt_port"
-        fi
-        "$bin/coapgate-load" --print-config --dtls --devices "$devices"
-    } >"$dir/coapgate.toml"
-    if [[ $server == mosquitto ]]; then
-        printf 'listener %s 127.0.0.1\nallow_anonymous true\nuser root\nmax_queued_messages 100000\n' "$mqtt_port" >"$dir/mosquitto.conf"
-        [[ -n ${MOSQUITTO_EXTRA:-} ]] && printf '%s\n' "$MOSQUITTO_EXTRA" >>"$dir/mosquitto.conf"
-        mosquitto -c "$dir/mosquitto.conf" >"$dir/mosquitto.log" 2>&1 &
-        broker_pid=$!
-        sleep 0.5
-    fi
-    RUST_LOG=warn "$bin/coapgate" serve --config "$dir/coapgate.toml" >"$dir/server.log" 2>&1 &
-    server_pid=$!
+    start_coapgate "$server" "$coap_port" "$coaps_port" "$mqtt_port" --dtls --devices "$devices"
     key_args=()
     ;;
 libcoap)
@@ -105,19 +79,9 @@ libcoap)
 *) echo "SERVER is embedded, mosquitto or libcoap" >&2; exit 2 ;;
 esac
 
-# Ready when the plain CoAP port answers a ping (empty CON → RST), at most 10 s.
-for _ in $(seq 100); do
-    if python3 - "$coap_port" <<'EOF' 2>/dev/null; then break; fi
-import socket, sys
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(0.1)
-s.sendto(b"\x40\x00\x00\x01", ("127.0.0.1", int(sys.argv[1])))
-s.recvfrom(16)
-EOF
-    sleep 0.1
-done
+wait_ready "$coap_port"
 sleep 0.2
 
-broker_ticks() { if [[ -n $broker_pid ]]; then awk '{ print $14 + $15 }' "/proc/$broker_pid/stat"; else echo 0; fi; }
 before_broker=$(broker_ticks)
 /usr/bin/time -f '%U %S' -o "$dir/load.time" \
     "$bin/coapgate-load" --dtls --target "127.0.0.1:$coaps_port" --devices "$devices" \

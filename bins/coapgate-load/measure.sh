@@ -6,7 +6,8 @@
 #   cargo build --release -p coapgate -p coapgate-load
 #   bins/coapgate-load/measure.sh [embedded|mosquitto] DEVICES CONCURRENCY REQUESTS [PAYLOAD] [extra coapgate-load args…]
 #
-# MOSQUITTO_EXTRA="set_tcp_nodelay true" adds lines to mosquitto.conf.
+# MOSQUITTO_EXTRA="set_tcp_nodelay true" adds lines to mosquitto.conf; KEEP=1
+# keeps the run directory (configuration, server log).
 #
 # Everything listens on 127.0.0.1 only; the server and the broker are
 # stopped by their PIDs at the end.
@@ -20,58 +21,20 @@ payload=${5:-100}
 shift $(($# < 5 ? $# : 5))
 
 root=$(cd "$(dirname "$0")/../.." && pwd)
-bin=$root/target/release
 dir=$(mktemp -d /tmp/coapgate-measure.XXXXXX)
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# shellcheck source=measure-common.sh
+source "$(dirname "$0")/measure-common.sh"
 coap_port=$(free_port)
 mqtt_port=$(free_port)
 
-server_pid=
-broker_pid=
-cleanup() {
-    [[ -n $server_pid ]] && kill "$server_pid" 2>/dev/null && wait "$server_pid" 2>/dev/null
-    [[ -n $broker_pid ]] && kill "$broker_pid" 2>/dev/null && wait "$broker_pid" 2>/dev/null
-    rm -rf "$dir"
-}
-trap cleanup EXIT
-
-{
-    printf '[coap]\nbind = "127.0.0.1:%s"\n[coaps]\nbind = "127.0.0.1:0"\n[admin]\nbind = "127.0.0.1:0"\n[store]\nurl = "sqlite::memory:"\n[mqtt]\n' "$coap_port"
-    if [[ $broker == mosquitto ]]; then
-        printf 'url = "mqtt://127.0.0.1:%s"\n' "$mqtt_port"
-    else
-        printf 'embedded_bind = "127.0.0.1:%s"\n' "$mqtt_port"
-    fi
-    "$bin/coapgate-load" --print-config --devices "$devices"
-} >"$dir/coapgate.toml"
-
-if [[ $broker == mosquitto ]]; then
-    printf 'listener %s 127.0.0.1\nallow_anonymous true\nuser root\nmax_queued_messages 100000\n' "$mqtt_port" >"$dir/mosquitto.conf"
-    [[ -n ${MOSQUITTO_EXTRA:-} ]] && printf '%s\n' "$MOSQUITTO_EXTRA" >>"$dir/mosquitto.conf"
-    mosquitto -c "$dir/mosquitto.conf" >"$dir/mosquitto.log" 2>&1 &
-    broker_pid=$!
-    sleep 0.5
-fi
-
-RUST_LOG=warn "$bin/coapgate" serve --config "$dir/coapgate.toml" >"$dir/server.log" 2>&1 &
-server_pid=$!
-# Ready when the CoAP port answers a ping (empty CON → RST), at most 10 s.
-for _ in $(seq 100); do
-    if python3 - "$coap_port" <<'EOF' 2>/dev/null; then break; fi
-import socket, sys
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(0.1)
-s.sendto(b"\x40\x00\x00\x01", ("127.0.0.1", int(sys.argv[1])))
-s.recvfrom(16)
-EOF
-    sleep 0.1
-done
+start_coapgate "$broker" "$coap_port" 0 "$mqtt_port" --devices "$devices"
+wait_ready "$coap_port"
 
 rcvbuf_errors() { awk '/^Udp:/ { if (n++) print $6 }' /proc/net/snmp; }
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$server_pid/stat"; }
 ticks=$(getconf CLK_TCK)
 thread_ticks() { for t in /proc/$server_pid/task/*; do printf '%s %s\n' "$(tr ' ' _ <"$t/comm")" "$(awk '{ print $14 + $15 }' "$t/stat")"; done; }
 thread_ticks >"$dir/threads.before"
-broker_ticks() { if [[ -n $broker_pid ]]; then awk '{ print $14 + $15 }' "/proc/$broker_pid/stat"; else echo 0; fi; }
 before_err=$(rcvbuf_errors)
 before_broker=$(broker_ticks)
 before_cpu=$(cpu_ticks)

@@ -1,26 +1,31 @@
-//! The DTLS 1.2 PSK side of the generator: OpenSSL's own DTLS client
-//! (`SslMethod::dtls_client()`) over one connected UDP socket per device.
+//! The DTLS 1.2 PSK client: OpenSSL's own (`SslMethod::dtls_client()`)
+//! over one connected UDP socket per device.
 //!
-//! OpenSSL never touches the socket. Its `SslStream` runs over a [`Pipe`]
-//! of datagram queues, and the device task moves datagrams between the
-//! pipe and its tokio socket, so thousands of sessions share the
+//! OpenSSL never touches the socket. Its `SslStream` runs over a
+//! [`Pipe`] of datagram queues, and the device task moves datagrams between
+//! the pipe and its tokio socket, so thousands of sessions share the
 //! generator's one runtime thread. OpenSSL's handshake retransmission timer
 //! reads the real clock: while a handshake waits, the task calls
 //! `do_handshake` again every [`HANDSHAKE_POLL`], and OpenSSL resends its
 //! last flight once its timer (1 s, doubling) has expired.
 
-use std::collections::VecDeque;
-use std::io::{self, Read, Write};
+use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use openssl::error::ErrorStack;
 use openssl::ex_data::Index;
-use openssl::ssl::{ErrorCode, Ssl, SslContext, SslMethod, SslOptions, SslStream, SslVersion};
+use openssl::ssl::{
+    ErrorCode, Ssl, SslContext, SslMethod, SslOptions, SslSessionCacheMode, SslStream, SslVersion,
+};
 use tokio::net::UdpSocket;
 use tokio::time::Instant;
 
-use crate::{LoadError, MAX_DATAGRAM, device_iccid, device_ip};
+use crate::client::MAX_DATAGRAM;
+use crate::devices::key_of;
+use crate::error::HandshakeError;
+use crate::pipe::Pipe;
+use crate::{LoadError, device_iccid, device_ip};
 
 /// How often a waiting handshake gives OpenSSL a chance to retransmit.
 const HANDSHAKE_POLL: Duration = Duration::from_millis(50);
@@ -32,10 +37,11 @@ pub const DEFAULT_CIPHER: &str = "PSK-AES128-CCM8";
 #[derive(Debug, Clone)]
 pub struct DtlsOptions {
     /// One key (its text's bytes) for every device, as libcoap's
-    /// `coap-server -k KEY` wants; `None`: each device's [`device_psk`].
-    /// The PSK identity is always the device's ICCID, which coapgate
-    /// requires (it answers 4.01 when the identity is not the ICCID of the
-    /// device at the source address); libcoap accepts any identity.
+    /// `coap-server -k KEY` wants; `None`: each device's
+    /// [`device_psk`](crate::device_psk). The PSK identity is always the
+    /// device's ICCID, which coapgate requires (it answers 4.01 when the
+    /// identity is not the ICCID of the device at the source address);
+    /// libcoap accepts any identity.
     pub psk: Option<String>,
     /// OpenSSL cipher list the client offers.
     pub cipher: String,
@@ -65,64 +71,6 @@ impl Default for DtlsOptions {
     }
 }
 
-/// The PSK (text) of device `index` when no common key is given:
-/// `coapgate-load-` and its ICCID.
-pub fn device_psk(index: usize) -> String {
-    format!("coapgate-load-{}", device_iccid(index))
-}
-
-/// The key device `index` uses under `options`.
-pub(crate) fn key_of(psk: Option<&str>, index: usize) -> String {
-    psk.map_or_else(|| device_psk(index), str::to_owned)
-}
-
-/// `s` as a TOML basic string.
-pub(crate) fn toml_string(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if c.is_control() => out.push_str(&format!("\\u{:04X}", u32::from(c))),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
-}
-
-/// Datagram queues between OpenSSL and the device's socket: a read with
-/// nothing queued is `WouldBlock`, which OpenSSL turns into `WANT_READ`.
-#[derive(Debug, Default)]
-pub(crate) struct Pipe {
-    inbox: VecDeque<Vec<u8>>,
-    outbox: Vec<Vec<u8>>,
-}
-
-impl Read for Pipe {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match self.inbox.pop_front() {
-            Some(datagram) => {
-                let n = datagram.len().min(buf.len());
-                buf[..n].copy_from_slice(&datagram[..n]);
-                Ok(n)
-            }
-            None => Err(io::ErrorKind::WouldBlock.into()),
-        }
-    }
-}
-
-impl Write for Pipe {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.outbox.push(buf.to_vec());
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
 /// The identity and key of the device an `Ssl` belongs to.
 struct DevicePsk {
     identity: String,
@@ -141,21 +89,24 @@ pub(crate) struct Client {
 
 impl Client {
     pub(crate) fn new(target: SocketAddr, options: &DtlsOptions) -> Result<Self, LoadError> {
-        let ssl = |e: ErrorStack| LoadError::Config(format!("OpenSSL: {e}"));
-        let psk_index = Ssl::new_ex_index::<DevicePsk>().map_err(ssl)?;
-        let mut builder = SslContext::builder(SslMethod::dtls_client()).map_err(ssl)?;
+        let psk_index = Ssl::new_ex_index::<DevicePsk>().map_err(LoadError::OpenSsl)?;
+        let mut builder =
+            SslContext::builder(SslMethod::dtls_client()).map_err(LoadError::OpenSsl)?;
         builder
             .set_min_proto_version(Some(SslVersion::DTLS1_2))
-            .map_err(ssl)?;
+            .map_err(LoadError::OpenSsl)?;
         builder
             .set_max_proto_version(Some(SslVersion::DTLS1_2))
-            .map_err(ssl)?;
+            .map_err(LoadError::OpenSsl)?;
         builder
             .set_cipher_list(&options.cipher)
-            .map_err(|e| LoadError::Config(format!("--cipher {}: {e}", options.cipher)))?;
+            .map_err(|source| LoadError::Cipher {
+                cipher: options.cipher.clone(),
+                source,
+            })?;
         // No session resumption: every handshake is a full one.
         builder.set_options(SslOptions::NO_QUERY_MTU | SslOptions::NO_TICKET);
-        builder.set_session_cache_mode(openssl::ssl::SslSessionCacheMode::OFF);
+        builder.set_session_cache_mode(SslSessionCacheMode::OFF);
         builder.set_psk_client_callback(move |ssl, _hint, identity_out, key_out| {
             let Some(psk) = ssl.ex_data(psk_index) else {
                 return Err(ErrorStack::get());
@@ -182,18 +133,21 @@ impl Client {
     /// A fresh full handshake from device `index` on a new socket: the
     /// session and the handshake's latency (first ClientHello to Finished,
     /// the cookie round trip included), or why it failed.
-    pub(crate) async fn connect(&self, index: usize) -> Result<(Session, Duration), String> {
-        let ip = device_ip(index).map_err(|e| e.to_string())?;
-        let addr = SocketAddr::new(IpAddr::V4(ip), 0);
+    pub(crate) async fn connect(
+        &self,
+        index: usize,
+    ) -> Result<(Session, Duration), HandshakeError> {
+        let addr = SocketAddr::new(IpAddr::V4(device_ip(index)?), 0);
         let socket = UdpSocket::bind(addr)
             .await
-            .map_err(|e| format!("bind {addr}: {e}"))?;
+            .map_err(|source| HandshakeError::Bind { addr, source })?;
         socket
             .connect(self.target)
             .await
-            .map_err(|e| format!("connect: {e}"))?;
-        let mut ssl = Ssl::new(&self.context).map_err(|e| format!("Ssl::new: {e}"))?;
-        ssl.set_mtu(self.mtu).map_err(|e| format!("set_mtu: {e}"))?;
+            .map_err(HandshakeError::Connect)?;
+        let setup = |step| move |source| HandshakeError::Setup { step, source };
+        let mut ssl = Ssl::new(&self.context).map_err(setup("Ssl::new"))?;
+        ssl.set_mtu(self.mtu).map_err(setup("set_mtu"))?;
         ssl.set_ex_data(
             self.psk_index,
             DevicePsk {
@@ -202,7 +156,7 @@ impl Client {
             },
         );
         ssl.set_connect_state();
-        let stream = SslStream::new(ssl, Pipe::default()).map_err(|e| format!("SslStream: {e}"))?;
+        let stream = SslStream::new(ssl, Pipe::default()).map_err(setup("SslStream"))?;
         let mut session = Session {
             socket,
             stream,
@@ -217,25 +171,25 @@ impl Client {
                 Err(e) if e.code() == ErrorCode::WANT_READ => {}
                 Err(e) => {
                     // Send the alert OpenSSL wrote, if any.
-                    let _ = session.flush().await;
-                    return Err(format!("handshake: {}", error_reason(&e)));
+                    session.flush_quietly().await;
+                    return Err(HandshakeError::Handshake(error_reason(&e)));
                 }
             }
-            session.flush().await.map_err(|e| format!("send: {e}"))?;
+            session.flush().await.map_err(HandshakeError::Send)?;
             let now = Instant::now();
             if now >= deadline {
-                return Err("handshake timeout".to_owned());
+                return Err(HandshakeError::Timeout);
             }
             let wait = (deadline - now).min(HANDSHAKE_POLL);
             match tokio::time::timeout(wait, session.socket.recv(&mut buf)).await {
                 Ok(Ok(n)) => session.feed(&buf[..n]),
                 // ECONNREFUSED from an ICMP port unreachable: nobody listens.
-                Ok(Err(e)) => return Err(format!("receive: {e}")),
+                Ok(Err(e)) => return Err(HandshakeError::Receive(e)),
                 Err(_) => {} // OpenSSL's retransmission timer may have expired
             }
         }
         let latency = start.elapsed();
-        session.flush().await.map_err(|e| format!("send: {e}"))?;
+        session.flush().await.map_err(HandshakeError::Send)?;
         Ok((session, latency))
     }
 }
@@ -266,7 +220,7 @@ pub(crate) struct Session {
 impl Session {
     /// Sends what OpenSSL wrote.
     async fn flush(&mut self) -> io::Result<()> {
-        let outbox = std::mem::take(&mut self.stream.get_mut().outbox);
+        let outbox = self.stream.get_mut().take_outbox();
         for datagram in outbox {
             self.socket.send(&datagram).await?;
         }
@@ -275,7 +229,7 @@ impl Session {
 
     /// Queues a received datagram for OpenSSL.
     pub(crate) fn feed(&mut self, datagram: &[u8]) {
-        self.stream.get_mut().inbox.push_back(datagram.to_vec());
+        self.stream.get_mut().push(datagram);
     }
 
     /// Encrypts one application-data record and sends it.
@@ -294,7 +248,7 @@ impl Session {
     /// authenticate are dropped by OpenSSL, as DTLS says.
     pub(crate) fn read(&mut self, buf: &mut [u8]) -> Option<usize> {
         if self.closed {
-            self.stream.get_mut().inbox.clear();
+            self.stream.get_mut().clear_inbox();
             return None;
         }
         match self.stream.ssl_read(buf) {
@@ -317,7 +271,7 @@ impl Session {
     pub(crate) async fn close(mut self) {
         if !self.closed {
             let _ = self.stream.shutdown();
-            let _ = self.flush().await;
+            self.flush_quietly().await;
         }
     }
 }
@@ -327,24 +281,24 @@ mod tests {
     use super::*;
 
     #[test]
-    fn keys_and_toml_strings() {
-        assert_eq!(device_psk(1), "coapgate-load-8988280666000000001");
-        assert_eq!(key_of(Some("k"), 1), "k");
-        assert_eq!(toml_string("a\"b\\c"), "\"a\\\"b\\\\c\"");
-        assert_eq!(toml_string("x\ny"), "\"x\\u000Ay\"");
-    }
-
-    #[test]
-    fn the_pipe_blocks_when_empty() {
-        let mut pipe = Pipe::default();
-        let mut buf = [0u8; 8];
-        assert_eq!(
-            pipe.read(&mut buf).unwrap_err().kind(),
-            io::ErrorKind::WouldBlock
+    fn an_unknown_cipher_is_a_configuration_error() {
+        let options = DtlsOptions {
+            cipher: "NO-SUCH-CIPHER".to_owned(),
+            ..DtlsOptions::default()
+        };
+        let Err(error) = Client::new(SocketAddr::from(([127, 0, 0, 1], 9)), &options) else {
+            panic!("OpenSSL took an unknown cipher list");
+        };
+        assert!(
+            error
+                .to_string()
+                .starts_with("configuration: --cipher NO-SUCH-CIPHER: "),
+            "{error}"
         );
-        pipe.inbox.push_back(b"abc".to_vec());
-        assert_eq!(pipe.read(&mut buf).unwrap(), 3);
-        pipe.write_all(b"xy").unwrap();
-        assert_eq!(pipe.outbox, vec![b"xy".to_vec()]);
+        Client::new(
+            SocketAddr::from(([127, 0, 0, 1], 9)),
+            &DtlsOptions::default(),
+        )
+        .unwrap();
     }
 }

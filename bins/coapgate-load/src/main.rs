@@ -19,7 +19,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use coapgate_load::{DtlsOptions, LoadConfig, Transmission};
+use coapgate_load::{DtlsOptions, LoadConfig, TransmissionParams};
 
 #[derive(Parser)]
 #[command(
@@ -135,10 +135,10 @@ fn main() -> ExitCode {
         duration,
         non: cli.non,
         rate: cli.rate,
-        transmission: Transmission {
+        transmission: TransmissionParams {
             ack_timeout,
             max_retransmit: cli.max_retransmit,
-            ..Transmission::default()
+            ..TransmissionParams::default()
         },
         response_timeout: None,
         dtls: cli.dtls.then(|| DtlsOptions {

@@ -1,0 +1,65 @@
+# shellcheck shell=bash
+# What measure.sh and measure-dtls.sh share; sourced by them, not run.
+# Needs `root` (the workspace) and `dir` (the run directory) set; gives
+# `bin`, free_port, start_coapgate, wait_ready and broker_ticks, and on exit
+# stops the server and the broker by their PIDs (`server_pid`,
+# `broker_pid`) and removes `dir` unless KEEP is set.
+
+bin=$root/target/release
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+server_pid=
+broker_pid=
+cleanup() {
+    [[ -n $server_pid ]] && kill "$server_pid" 2>/dev/null && wait "$server_pid" 2>/dev/null
+    [[ -n $broker_pid ]] && kill "$broker_pid" 2>/dev/null && wait "$broker_pid" 2>/dev/null
+    [[ -n ${KEEP:-} ]] || rm -rf "$dir"
+}
+trap cleanup EXIT
+
+# start_coapgate BROKER COAP_PORT COAPS_PORT MQTT_PORT [--print-config args…]
+# Writes $dir/coapgate.toml (CoAP and CoAPS on 127.0.0.1, COAPS_PORT 0 for
+# any, the in-memory store, the embedded broker or Mosquitto on MQTT_PORT,
+# and the devices of `coapgate-load --print-config ARGS…`), starts
+# Mosquitto when BROKER is `mosquitto` (MOSQUITTO_EXTRA: more lines for
+# mosquitto.conf), then a release `coapgate serve`.
+start_coapgate() {
+    local broker=$1 coap_port=$2 coaps_port=$3 mqtt_port=$4
+    shift 4
+    {
+        printf '[coap]\nbind = "127.0.0.1:%s"\n[coaps]\nbind = "127.0.0.1:%s"\n[admin]\nbind = "127.0.0.1:0"\n[store]\nurl = "sqlite::memory:"\n[mqtt]\n' "$coap_port" "$coaps_port"
+        if [[ $broker == mosquitto ]]; then
+            printf 'url = "mqtt://127.0.0.1:%s"\n' "$mqtt_port"
+        else
+            printf 'embedded_bind = "127.0.0.1:%s"\n' "$mqtt_port"
+        fi
+        "$bin/coapgate-load" --print-config "$@"
+    } >"$dir/coapgate.toml"
+    if [[ $broker == mosquitto ]]; then
+        printf 'listener %s 127.0.0.1\nallow_anonymous true\nuser root\nmax_queued_messages 100000\n' "$mqtt_port" >"$dir/mosquitto.conf"
+        [[ -n ${MOSQUITTO_EXTRA:-} ]] && printf '%s\n' "$MOSQUITTO_EXTRA" >>"$dir/mosquitto.conf"
+        mosquitto -c "$dir/mosquitto.conf" >"$dir/mosquitto.log" 2>&1 &
+        broker_pid=$!
+        sleep 0.5
+    fi
+    RUST_LOG=warn "$bin/coapgate" serve --config "$dir/coapgate.toml" >"$dir/server.log" 2>&1 &
+    server_pid=$!
+}
+
+# wait_ready PORT: until the plain CoAP port answers a ping (empty CON →
+# RST), at most 10 s.
+wait_ready() {
+    for _ in $(seq 100); do
+        if python3 - "$1" <<'PY' 2>/dev/null; then return; fi
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(0.1)
+s.sendto(b"\x40\x00\x00\x01", ("127.0.0.1", int(sys.argv[1])))
+s.recvfrom(16)
+PY
+        sleep 0.1
+    done
+}
+
+# The broker's CPU ticks so far (0 without Mosquitto).
+broker_ticks() { if [[ -n $broker_pid ]]; then awk '{ print $14 + $15 }' "/proc/$broker_pid/stat"; else echo 0; fi; }
