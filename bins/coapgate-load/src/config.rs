@@ -89,7 +89,7 @@ impl LoadConfig {
         if self.rate.is_some_and(|r| !(r.is_finite() && r > 0.0)) {
             return fail("rate must be a positive number of requests per second");
         }
-        self.transmission.validate().map_err(LoadError::Config)?;
+        self.transmission.validate()?;
         if let Some(dtls) = &self.dtls {
             if dtls.parallel_handshakes == 0 || dtls.handshake_timeout.is_zero() {
                 return fail("parallel handshakes and the handshake timeout above 0");
@@ -161,7 +161,7 @@ mod tests {
                 },
                 ..base()
             }),
-            "configuration: max_retransmit must be at most 20"
+            "configuration: max_retransmit: must be at most 20"
         );
         assert_eq!(
             error_of(LoadConfig {

@@ -14,6 +14,9 @@ pub enum LoadError {
     /// The configuration is not usable (the text says why).
     #[error("configuration: {0}")]
     Config(&'static str),
+    /// A transmission parameter is out of range.
+    #[error("configuration: {0}")]
+    Transmission(#[from] coapgate_exchange::InvalidParam),
     /// The device's address would be past the loopback network.
     #[error("configuration: device {index} is beyond 127.255.255.255")]
     DeviceAddress {
