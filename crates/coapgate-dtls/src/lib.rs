@@ -88,6 +88,7 @@ mod pipe;
 mod record;
 mod server;
 
+#[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
 
