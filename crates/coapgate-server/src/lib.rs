@@ -37,7 +37,9 @@ use std::time::Duration;
 use coapgate_bootstrap::Policy;
 use coapgate_dtls::{DtlsServer, Key};
 use coapgate_endpoint::{BootstrapConfig, Endpoint, EndpointConfig};
-use coapgate_mqtt::{Bridge, BridgeConfig, BridgeEvent, BridgeHandle, EmbeddedBroker, Qos};
+#[cfg(feature = "embedded-broker")]
+use coapgate_mqtt::EmbeddedBroker;
+use coapgate_mqtt::{Bridge, BridgeConfig, BridgeEvent, BridgeHandle, Qos};
 use coapgate_store::Store;
 use coapgate_topic::TopicTemplates;
 use tokio::net::UdpSocket;
@@ -90,6 +92,7 @@ pub struct Server {
     admin_addr: SocketAddr,
     /// `/healthz`: every listener bound and the store open.
     ready: Arc<AtomicBool>,
+    #[cfg(feature = "embedded-broker")]
     _broker: Option<EmbeddedBroker>,
 }
 
@@ -128,7 +131,9 @@ impl MetricsHandle {
 
 impl Server {
     /// Opens the store and seeds the configured devices, starts the
-    /// embedded broker when no `[mqtt] url` is given, starts the bridge and
+    /// embedded broker when no `[mqtt] url` is given (with the cargo feature
+    /// `embedded-broker`; without it, a missing `mqtt.url` is a
+    /// [`ServerError::Config`] naming it), starts the bridge and
     /// waits (up to `mqtt.connect_timeout`) for its first connection, and
     /// binds the CoAP socket.
     pub async fn bind(config: Config) -> Result<Self, ServerError> {
@@ -150,6 +155,7 @@ impl Server {
             );
         }
 
+        #[cfg(feature = "embedded-broker")]
         let (broker, mut bridge_config) = match &config.mqtt.url {
             Some(url) => (None, BridgeConfig::from_url(url)?),
             None => {
@@ -161,6 +167,17 @@ impl Server {
                     ..BridgeConfig::default()
                 };
                 (Some(broker), bridge_config)
+            }
+        };
+        #[cfg(not(feature = "embedded-broker"))]
+        let mut bridge_config = match &config.mqtt.url {
+            Some(url) => BridgeConfig::from_url(url)?,
+            None => {
+                return Err(ServerError::Config(
+                    "mqtt.url: required, this build has no embedded broker \
+                     (cargo feature `embedded-broker` of coapgate-server)"
+                        .into(),
+                ));
             }
         };
         if let Some(id) = &config.mqtt.client_id {
@@ -249,6 +266,7 @@ impl Server {
             mqtt_addr,
             bridge,
             events,
+            #[cfg(feature = "embedded-broker")]
             _broker: broker,
         })
     }
