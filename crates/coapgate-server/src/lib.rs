@@ -5,12 +5,18 @@
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), coapgate_server::ServerError> {
-//! let config = coapgate_server::Config::from_toml("[store]\nurl = \"sqlite::memory:\"")?;
+//! let config = coapgate_server::Config::from_toml(
+//!     "[store]\nurl = \"sqlite::memory:\"\n[mqtt]\nurl = \"mqtt://127.0.0.1:1883\"",
+//! )?;
 //! coapgate_server::run(config, async { let _ = tokio::signal::ctrl_c().await; }).await
 //! # }
 //! ```
 //!
-//! or bind first to learn the addresses (port 0 picks a free one), then serve:
+//! Without `[mqtt] url`, the server starts an embedded broker (rumqttd)
+//! when built with the cargo feature `embedded-broker` (the `coapgate`
+//! binary is), and refuses to start otherwise.
+//!
+//! Or bind first to learn the addresses (port 0 picks a free one), then serve:
 //! [`Server::bind`], [`Server::coap_addr`], [`Server::serve`]; or run it on a
 //! thread of its own from code that is not async: [`BackgroundServer`].
 //!
