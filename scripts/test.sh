@@ -48,6 +48,14 @@ cargo fmt --all --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+# Every publishable crate packages (in dependency order, path dependencies
+# resolved against each other; ~15 s). Dev-dependencies without a version
+# (coapgate-testkit, a crate's own `fuzzing` feature) are left out of the
+# packages by cargo.
+echo "== cargo package"
+cargo package --workspace --exclude coapgate-testkit --exclude coapgate-examples \
+  --exclude coapgate-load --no-verify --allow-dirty --locked --quiet
+
 # 3. Fuzz targets, briefly, on stable (no sanitizer).
 if [ "$FUZZ_SECONDS" -gt 0 ]; then
   if ! command -v cargo-fuzz >/dev/null; then
@@ -66,5 +74,7 @@ if [ "$FUZZ_SECONDS" -gt 0 ]; then
 fi
 
 # 4. Every test (unit, property, corpus replays, integration with real peers).
+# Built together, the workspace has coapgate-mqtt's `embedded-broker`
+# feature on (through the `coapgate` binary), so its tests/embedded.rs runs.
 echo "== cargo test"
 cargo test --workspace --locked

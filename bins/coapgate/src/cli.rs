@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use clap::{ArgGroup, Args, Subcommand};
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use serde_json::{Value, json};
 
 /// How to reach the admin API.
@@ -362,18 +363,13 @@ fn describe_error(status: u16, text: &str) -> String {
     out
 }
 
-/// A path segment, percent-encoded beyond `A-Z a-z 0-9 - _ ~` (`.` too, so
-/// that `..` cannot climb out of the route).
+/// What [`segment`] leaves as it is: `A-Z a-z 0-9 - _ ~`. `.` is encoded
+/// too, so that `..` cannot climb out of the route.
+const SEGMENT_KEEPS: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'~');
+
+/// A path segment, percent-encoded beyond `A-Z a-z 0-9 - _ ~`.
 fn segment(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for byte in text.bytes() {
-        if byte.is_ascii_alphanumeric() || b"-_~".contains(&byte) {
-            out.push(char::from(byte));
-        } else {
-            let _ = write!(out, "%{byte:02X}");
-        }
-    }
-    out
+    utf8_percent_encode(text, SEGMENT_KEEPS).to_string()
 }
 
 #[cfg(test)]
@@ -385,6 +381,8 @@ mod tests {
         assert_eq!(segment("8988280666000000000"), "8988280666000000000");
         assert_eq!(segment("../v1/x"), "%2E%2E%2Fv1%2Fx");
         assert_eq!(segment("a b?"), "a%20b%3F");
+        assert_eq!(segment("A-z_0~9"), "A-z_0~9");
+        assert_eq!(segment("%é"), "%25%C3%A9");
     }
 
     #[test]

@@ -2,8 +2,9 @@
 //!
 //! `coapgate serve [--config FILE]` runs the server; without `--config` it
 //! runs on the documented defaults (embedded SQLite store in the working
-//! directory, embedded MQTT broker on 127.0.0.1:1883). Logs go to stderr;
-//! `RUST_LOG` filters them (default `info`).
+//! directory, embedded MQTT broker on 127.0.0.1:1883). Logs go to stderr,
+//! written by a worker thread, in colour only when stderr is a terminal;
+//! `RUST_LOG` filters them (default `info`). See [`logging`].
 //!
 //! The operator subcommands talk to a running server's admin API
 //! (`--url`, default `http://127.0.0.1:8080`; `--token` or the environment
@@ -25,6 +26,7 @@
 #![forbid(unsafe_code)]
 
 mod cli;
+mod logging;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -81,13 +83,8 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    // Lives until `main` returns: dropping it writes out the queued lines.
+    let _logs = logging::init();
     match cli.command {
         Command::Serve { config } => serve(config),
         Command::CheckConfig { config } => match Config::load(&config) {

@@ -1,11 +1,10 @@
 //! `/v1/integrate/devices/{iccid}/psk`: set an operator PSK, read what kind
 //! of PSK a device has (never the PSK itself).
 
-use std::time::UNIX_EPOCH;
-
 use axum::Json;
 use axum::extract::{Path, State};
 use coapgate_bootstrap::{BootstrapError, PskFormat, PskOrigin, PskRecord};
+use coapgate_model::epoch_millis;
 use serde_json::{Value, json};
 use zeroize::Zeroizing;
 
@@ -72,10 +71,7 @@ fn describe(record: &PskRecord) -> Value {
         PskOrigin::Operator(PskFormat::String) => ("STRING", "OPERATOR"),
         PskOrigin::Operator(PskFormat::Hex) => ("HEX", "OPERATOR"),
     };
-    let last = record
-        .last_bootstrap
-        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-        .map(|d| d.as_secs());
+    let last = record.last_bootstrap.map(|t| epoch_millis(t) / 1000);
     json!({
         "protocol": "COAP",
         "format": format,

@@ -21,6 +21,36 @@
 //! read-decide-write ([`PskUpdate::apply`]) and answers with the record.
 //!
 //! [`Psk`] never shows its text in `Debug` and is zeroized on drop.
+//!
+//! ```
+//! use std::time::{Duration, SystemTime};
+//! use coapgate_bootstrap::{OsPskGenerator, Policy, PskFormat, PskOrigin, PskRecord, answer};
+//! use coapgate_model::Iccid;
+//!
+//! let iccid: Iccid = "8988280666000000000".parse().unwrap();
+//! let policy = Policy::default();
+//! let t0 = SystemTime::now();
+//!
+//! // First /bootstrap: a generated PSK, which is also the DTLS key.
+//! let first = policy.bootstrap(t0, None, &mut OsPskGenerator);
+//! assert_eq!(first.origin, PskOrigin::Generated);
+//! assert_eq!(&first.key()[..], first.psk.expose().as_bytes());
+//! let body = answer(&iccid, &first.psk, "coaps://coap.example.com:5684");
+//! assert!(body.starts_with(b"8988280666000000000,"));
+//!
+//! // Again within 5 minutes: the same PSK; 5 minutes after that call: a new one.
+//! let soon = policy.bootstrap(t0 + Duration::from_secs(60), Some(&first), &mut OsPskGenerator);
+//! assert_eq!(soon.psk, first.psk);
+//! let later = policy.bootstrap(t0 + Duration::from_secs(360), Some(&soon), &mut OsPskGenerator);
+//! assert_ne!(later.psk, first.psk);
+//!
+//! // An operator HEX PSK: never regenerated; its DTLS key is the decoded bytes.
+//! let operator = PskRecord::operator("DEADBEEF00112233", PskFormat::Hex).unwrap();
+//! assert_eq!(&operator.key()[..], [0xde, 0xad, 0xbe, 0xef, 0x00, 0x11, 0x22, 0x33]);
+//! let kept = policy.bootstrap(t0 + Duration::from_secs(86_400), Some(&operator), &mut OsPskGenerator);
+//! assert_eq!(kept.psk.expose(), "DEADBEEF00112233");
+//! assert!(PskRecord::operator("not hex!", PskFormat::Hex).is_err());
+//! ```
 
 #![forbid(unsafe_code)]
 
@@ -141,7 +171,13 @@ impl FromStr for PskOrigin {
 }
 
 /// A device's PSK and what `/bootstrap` needs to know about it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// Made only by [`operator`](Self::operator), [`restore`](Self::restore) and
+/// [`Policy::bootstrap`], which validate the text and compute the DTLS key
+/// once, so a record always has a key matching its origin (a HEX record
+/// cannot exist with text that does not decode). The fields are public for
+/// reading. `Debug` shows neither the PSK nor the key.
+#[derive(Clone, PartialEq, Eq)]
 pub struct PskRecord {
     /// The PSK text.
     pub psk: Psk,
@@ -149,6 +185,8 @@ pub struct PskRecord {
     pub origin: PskOrigin,
     /// When the device last called `/bootstrap`, if ever.
     pub last_bootstrap: Option<SystemTime>,
+    /// The DTLS key, derived from `psk` and `origin` on construction.
+    key: Zeroizing<Vec<u8>>,
 }
 
 impl PskRecord {
@@ -159,22 +197,21 @@ impl PskRecord {
         if !(OPERATOR_MIN_LEN..=OPERATOR_MAX_LEN).contains(&len) {
             return Err(BootstrapError::Length(len));
         }
-        match format {
+        let key = match format {
             PskFormat::String => {
                 if !secret.bytes().all(|b| b.is_ascii_graphic() && b != b',') {
                     return Err(BootstrapError::Character);
                 }
+                secret.as_bytes().to_vec()
             }
-            PskFormat::Hex => {
-                if len % 2 != 0 || !secret.bytes().all(|b| b.is_ascii_hexdigit()) {
-                    return Err(BootstrapError::NotHex);
-                }
-            }
-        }
+            // `hex::decode` refuses odd lengths and non-hex digits itself.
+            PskFormat::Hex => hex::decode(secret).map_err(|_| BootstrapError::NotHex)?,
+        };
         Ok(Self {
             psk: Psk::new(secret.to_owned()),
             origin: PskOrigin::Operator(format),
             last_bootstrap: None,
+            key: Zeroizing::new(key),
         })
     }
 
@@ -193,27 +230,39 @@ impl PskRecord {
                 {
                     return Err(BootstrapError::Character);
                 }
-                Self {
-                    psk: Psk::new(secret.to_owned()),
-                    origin,
-                    last_bootstrap: None,
-                }
+                Self::generated(Psk::new(secret.to_owned()), None)
             }
         };
         record.last_bootstrap = last_bootstrap;
         Ok(record)
     }
 
-    /// The DTLS key: the PSK's ASCII bytes, or the decoded bytes of an
-    /// operator HEX PSK.
-    pub fn key(&self) -> Zeroizing<Vec<u8>> {
-        match self.origin {
-            PskOrigin::Operator(PskFormat::Hex) => {
-                // Validated as hex on construction.
-                Zeroizing::new(hex::decode(self.psk.expose()).unwrap_or_default())
-            }
-            _ => Zeroizing::new(self.psk.expose().as_bytes().to_vec()),
+    /// A generated PSK's record: the key is the text's ASCII bytes.
+    fn generated(psk: Psk, last_bootstrap: Option<SystemTime>) -> Self {
+        let key = Zeroizing::new(psk.expose().as_bytes().to_vec());
+        Self {
+            psk,
+            origin: PskOrigin::Generated,
+            last_bootstrap,
+            key,
         }
+    }
+
+    /// The DTLS key: the PSK's ASCII bytes, or the decoded bytes of an
+    /// operator HEX PSK (decoded once, on construction). Never empty: a PSK
+    /// has at least 8 characters. A copy, wiped when dropped.
+    pub fn key(&self) -> Zeroizing<Vec<u8>> {
+        self.key.clone()
+    }
+}
+
+impl fmt::Debug for PskRecord {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PskRecord")
+            .field("psk", &self.psk)
+            .field("origin", &self.origin)
+            .field("last_bootstrap", &self.last_bootstrap)
+            .finish_non_exhaustive()
     }
 }
 
@@ -283,27 +332,25 @@ impl Policy {
         generator: &mut dyn PskGenerator,
     ) -> PskRecord {
         let keep = match current {
-            None => None,
-            Some(record) if record.origin != PskOrigin::Generated => Some(record.psk.clone()),
+            None => false,
+            Some(record) if record.origin != PskOrigin::Generated => true,
             Some(record) => match record.last_bootstrap {
                 // Within the interval (or the clock went back): the same PSK.
-                Some(previous)
-                    if now
-                        .duration_since(previous)
-                        .map_or(true, |d| d < self.regenerate_after) =>
-                {
-                    Some(record.psk.clone())
-                }
-                Some(_) => None,
+                Some(previous) => now
+                    .duration_since(previous)
+                    .map_or(true, |d| d < self.regenerate_after),
                 // Generated but never handed out by /bootstrap: hand it out.
-                None => Some(record.psk.clone()),
+                None => true,
             },
         };
-        let origin = current.map_or(PskOrigin::Generated, |r| r.origin);
-        PskRecord {
-            psk: keep.unwrap_or_else(|| generator.generate()),
-            origin,
-            last_bootstrap: Some(now),
+        match current {
+            Some(record) if keep => PskRecord {
+                last_bootstrap: Some(now),
+                ..record.clone()
+            },
+            // No PSK yet, or a generated one past the interval (an operator
+            // PSK is always kept).
+            _ => PskRecord::generated(generator.generate(), Some(now)),
         }
     }
 }
@@ -608,5 +655,30 @@ mod tests {
         ] {
             assert_eq!(origin.as_str().parse::<PskOrigin>(), Ok(origin));
         }
+    }
+
+    #[test]
+    fn a_hex_record_whose_text_does_not_decode_cannot_be_made() {
+        // What a corrupted row would hold: the store gets an error, never a
+        // record with an empty (or any) key.
+        let hex = PskOrigin::Operator(PskFormat::Hex);
+        for bad in ["zzzzzzzzzzzzzzzz", "0123456789abcde", "0123456789abcdé0"] {
+            assert_eq!(
+                PskRecord::restore(bad, hex, None),
+                Err(BootstrapError::NotHex),
+                "{bad}"
+            );
+        }
+        let good = PskRecord::restore("00112233445566778899", hex, None).unwrap();
+        assert_eq!(good.key().len(), 10);
+        // The key is kept through /bootstrap calls and never shown by Debug.
+        let after = Policy::default().bootstrap(t0(), Some(&good), &mut Counting(0));
+        assert_eq!(after.key(), good.key());
+        assert_eq!(after.last_bootstrap, Some(t0()));
+        let debug = format!("{after:?}");
+        assert!(
+            !debug.contains("0, 17, 34") && !debug.contains("[0,"),
+            "{debug}"
+        );
     }
 }

@@ -18,7 +18,8 @@
 //! Decoding is exact: for every datagram that [`decode`] accepts,
 //! [`encode`] gives back the very same bytes (CoAP's option encoding has only
 //! one form for each message). The fuzz target in `fuzz/` checks exactly
-//! that, through [`fuzzing::decode_roundtrip`].
+//! that, through `fuzzing::decode_roundtrip` (compiled only with the
+//! `fuzzing` feature, which the fuzz crate and this crate's tests turn on).
 //!
 //! What this crate does *not* decide: which option numbers a request may
 //! carry beyond RFC 7252 ([`unrecognised_critical_option`] takes the extra
@@ -464,7 +465,10 @@ pub fn option_values(packet: &Packet, number: u16) -> impl Iterator<Item = &[u8]
 }
 
 /// The body of the `decode` fuzz target, public so that `cargo test` replays
-/// the committed corpus through exactly the same checks.
+/// the committed corpus through exactly the same checks. Only with the
+/// `fuzzing` feature; not part of the stable API.
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
 pub mod fuzzing {
     use super::*;
 

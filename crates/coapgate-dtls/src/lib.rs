@@ -91,6 +91,7 @@ mod pipe;
 mod record;
 mod server;
 
+#[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
 

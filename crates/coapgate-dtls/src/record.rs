@@ -332,6 +332,7 @@ pub(crate) fn cookieless_copy(
 /// `hello` re-encoded with `cookie` in place of its cookie (same record
 /// sequence number and message_seq). Used by tests and the fuzz harness to
 /// play a client that echoes the cookie it was given.
+#[cfg(any(test, feature = "fuzzing"))]
 pub(crate) fn with_cookie(hello: &ClientHello<'_>, cookie: &[u8]) -> Vec<u8> {
     let mut out = cookieless_copy(hello, hello.message_seq, hello.record_seq);
     // The cookie length byte sits after version, random and session id.

@@ -768,6 +768,7 @@ impl DtlsServer {
 
     /// Test and fuzz hook: the cookie this server would hand `addr` for the
     /// ClientHello in `datagram`, spliced into it.
+    #[cfg(feature = "fuzzing")]
     pub(crate) fn with_valid_cookie(
         &mut self,
         now: Instant,

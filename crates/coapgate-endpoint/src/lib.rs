@@ -72,6 +72,7 @@
 
 mod config;
 mod engine;
+#[cfg(feature = "fuzzing")]
 pub mod fuzzing;
 mod response;
 mod stats;

@@ -14,6 +14,45 @@
 //! Nothing here reads a clock, a random source or a socket: every call takes
 //! `now: Instant`, random jitter is a parameter, and the caller sends bytes.
 //! That is what lets a test step through 247 seconds in microseconds.
+//!
+//! A confirmable request, its retransmission, and the same message ID once
+//! EXCHANGE_LIFETIME has passed:
+//!
+//! ```
+//! use std::net::SocketAddr;
+//! use std::time::{Duration, Instant};
+//! use coapgate_exchange::{DedupCache, DedupLimits, Lookup, MessageKind, TransmissionParams};
+//!
+//! let params = TransmissionParams::default();
+//! assert_eq!(params.exchange_lifetime(), Duration::from_secs(247));
+//! let mut dedup = DedupCache::new(
+//!     params.exchange_lifetime(),
+//!     params.non_lifetime(),
+//!     DedupLimits::default(),
+//! );
+//! let device: SocketAddr = "10.0.0.7:5683".parse().unwrap();
+//! let t0 = Instant::now();
+//!
+//! // First arrival of CON message 0x1234: process it, then record the ACK.
+//! let Lookup::New(ticket) = dedup.lookup(t0, &device, 0x1234, MessageKind::Confirmable) else {
+//!     panic!("a new message");
+//! };
+//! let ack = [0x60, 0x44, 0x12, 0x34]; // ACK 2.04 Changed, message ID 0x1234
+//! assert!(dedup.respond(&device, 0x1234, ticket, &ack));
+//!
+//! // The device did not hear the ACK and retransmits: replay the same bytes.
+//! let again = dedup.lookup(t0 + Duration::from_secs(2), &device, 0x1234, MessageKind::Confirmable);
+//! assert_eq!(again, Lookup::Replay(&ack));
+//!
+//! // After EXCHANGE_LIFETIME the message ID may be reused for a new message.
+//! let later = t0 + params.exchange_lifetime();
+//! dedup.expire(later);
+//! assert!(dedup.is_empty());
+//! assert!(matches!(
+//!     dedup.lookup(later, &device, 0x1234, MessageKind::Confirmable),
+//!     Lookup::New(_)
+//! ));
+//! ```
 
 #![forbid(unsafe_code)]
 

@@ -7,8 +7,48 @@
 //!
 //! The pure crates read devices through the [`DeviceDirectory`] trait; the
 //! store crate implements it with an in-memory view that it keeps current.
+//! [`epoch_millis`] and [`from_epoch_millis`] convert wall-clock times to
+//! and from the epoch milliseconds every crate stores and publishes.
+//!
+//! ```
+//! use std::collections::HashMap;
+//! use std::net::IpAddr;
+//! use std::sync::Arc;
+//! use coapgate_model::{Device, DeviceDirectory, DeviceStatus, Iccid, ModelError};
+//!
+//! // Identifiers are checked once, when parsed.
+//! let iccid: Iccid = "8988280666000000000".parse()?;
+//! assert_eq!("12345".parse::<Iccid>(), Err(ModelError::Iccid));
+//!
+//! // A directory that finds devices by their SIM's address (the store's is
+//! // the same idea, kept current as devices change).
+//! struct ByIp(HashMap<IpAddr, Arc<Device>>);
+//! impl DeviceDirectory for ByIp {
+//!     fn by_ip(&self, ip: IpAddr) -> Option<Arc<Device>> {
+//!         self.0.get(&ip).cloned()
+//!     }
+//! }
+//!
+//! let device = Device {
+//!     iccid,
+//!     imsi: Some("901405100000000".parse()?),
+//!     ip: "10.0.0.7".parse().unwrap(),
+//!     status: DeviceStatus::Active,
+//!     name: Some("meter 7".into()),
+//! };
+//! let directory = ByIp(HashMap::from([(device.ip, Arc::new(device))]));
+//! let found = directory.by_ip("10.0.0.7".parse().unwrap()).expect("known address");
+//! assert!(found.is_active());
+//! assert_eq!(found.iccid.as_str(), "8988280666000000000");
+//! assert!(directory.by_ip("10.0.0.8".parse().unwrap()).is_none());
+//! # Ok::<(), ModelError>(())
+//! ```
 
 #![forbid(unsafe_code)]
+
+mod time;
+
+pub use time::{epoch_millis, from_epoch_millis};
 
 use std::fmt;
 use std::net::IpAddr;

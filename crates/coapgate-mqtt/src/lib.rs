@@ -15,7 +15,10 @@
 //!   at once (the device gets 5.02); the bridge reconnects forever with
 //!   exponential back-off between `reconnect_delay_min` and
 //!   `reconnect_delay_max`.
-//! * [`EmbeddedBroker`] runs rumqttd (MQTT 3.1.1) on its own threads.
+//! * `EmbeddedBroker` runs rumqttd (MQTT 3.1.1) on its own threads; only
+//!   with the cargo feature `embedded-broker` (off by default: rumqttd and
+//!   its dependencies are big, and a bridge to an external broker needs
+//!   none of it).
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), coapgate_mqtt::MqttError> {
@@ -46,11 +49,13 @@
 #![deny(missing_docs)]
 
 mod bridge;
+#[cfg(feature = "embedded-broker")]
 mod broker;
 mod config;
 mod error;
 
 pub use bridge::{Bridge, BridgeEvent, BridgeHandle, Outgoing, PublishId};
+#[cfg(feature = "embedded-broker")]
 pub use broker::{EMBEDDED_MAX_CONNECTIONS, EMBEDDED_MAX_PAYLOAD_SIZE, EmbeddedBroker};
 pub use config::{BridgeConfig, BrokerUrl, DEFAULT_MAX_PACKET_SIZE, Qos};
 pub use error::MqttError;

@@ -1,4 +1,8 @@
 //! The embedded rumqttd broker, with the bridge and a rumqttc subscriber.
+//!
+//! Needs the `embedded-broker` feature (`required-features` in Cargo.toml):
+//! `cargo test -p coapgate-mqtt --features embedded-broker`; the workspace
+//! run of scripts/test.sh has it through the `coapgate` binary.
 
 mod common;
 

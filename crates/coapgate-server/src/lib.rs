@@ -5,12 +5,18 @@
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), coapgate_server::ServerError> {
-//! let config = coapgate_server::Config::from_toml("[store]\nurl = \"sqlite::memory:\"")?;
+//! let config = coapgate_server::Config::from_toml(
+//!     "[store]\nurl = \"sqlite::memory:\"\n[mqtt]\nurl = \"mqtt://127.0.0.1:1883\"",
+//! )?;
 //! coapgate_server::run(config, async { let _ = tokio::signal::ctrl_c().await; }).await
 //! # }
 //! ```
 //!
-//! or bind first to learn the addresses (port 0 picks a free one), then serve:
+//! Without `[mqtt] url`, the server starts an embedded broker (rumqttd)
+//! when built with the cargo feature `embedded-broker` (the `coapgate`
+//! binary is), and refuses to start otherwise.
+//!
+//! Or bind first to learn the addresses (port 0 picks a free one), then serve:
 //! [`Server::bind`], [`Server::coap_addr`], [`Server::serve`]; or run it on a
 //! thread of its own from code that is not async: [`BackgroundServer`].
 //!
@@ -38,7 +44,9 @@ use std::time::Duration;
 use coapgate_dtls::{DtlsServer, Key};
 use coapgate_endpoint::Endpoint;
 use coapgate_gateway::Gateway;
-use coapgate_mqtt::{Bridge, BridgeEvent, BridgeHandle, EmbeddedBroker};
+#[cfg(feature = "embedded-broker")]
+use coapgate_mqtt::EmbeddedBroker;
+use coapgate_mqtt::{Bridge, BridgeEvent, BridgeHandle};
 use coapgate_store::Store;
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
@@ -101,6 +109,7 @@ pub struct Server {
     admin_addr: SocketAddr,
     /// `/healthz`: every listener bound and the store open.
     ready: Arc<AtomicBool>,
+    #[cfg(feature = "embedded-broker")]
     _broker: Option<EmbeddedBroker>,
 }
 
@@ -141,9 +150,10 @@ impl Server {
     /// Validates the configuration ([`Config::validate`]), opens the store
     /// and seeds the configured devices (on tokio's blocking pool, never on
     /// the caller's runtime thread), starts the embedded broker when no
-    /// `[mqtt] url` is given, starts the bridge and waits (up to
-    /// `mqtt.connect_timeout`) for its first connection, and binds the CoAP,
-    /// CoAPS and admin sockets.
+    /// `[mqtt] url` is given (with the cargo feature `embedded-broker`;
+    /// without it, a missing `mqtt.url` is a [`ServerError::Config`] naming
+    /// it), starts the bridge and waits (up to `mqtt.connect_timeout`) for
+    /// its first connection, and binds the CoAP, CoAPS and admin sockets.
     pub async fn bind(config: Config) -> Result<Self, ServerError> {
         config.validate()?;
         let (config, store) = tokio::task::spawn_blocking(move || {
@@ -153,13 +163,25 @@ impl Server {
         .await
         .map_err(|_| ServerError::Panicked)??;
 
+        #[cfg(feature = "embedded-broker")]
         let broker = match config.mqtt.url {
             Some(_) => None,
             None => Some(EmbeddedBroker::start(config.mqtt.embedded_bind)?),
         };
-        let bridge_config = config
-            .mqtt
-            .bridge(broker.as_ref().map(EmbeddedBroker::addr));
+        #[cfg(feature = "embedded-broker")]
+        let embedded = broker.as_ref().map(EmbeddedBroker::addr);
+        #[cfg(not(feature = "embedded-broker"))]
+        let embedded = match config.mqtt.url {
+            Some(_) => None,
+            None => {
+                return Err(ServerError::Config(ConfigError::new(
+                    "mqtt.url",
+                    "required: this build has no embedded broker \
+                     (cargo feature `embedded-broker` of coapgate-server)",
+                )));
+            }
+        };
+        let bridge_config = config.mqtt.bridge(embedded);
         let (bridge, mut events) = Bridge::start(bridge_config)?;
         // Wait for the first connection so the first devices do not get 5.02
         // for a broker that is merely still connecting.
@@ -223,6 +245,7 @@ impl Server {
             coaps_addr,
             bridge,
             events,
+            #[cfg(feature = "embedded-broker")]
             _broker: broker,
         })
     }

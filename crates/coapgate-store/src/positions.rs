@@ -8,10 +8,10 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use coapgate_location::{Position, PositionStore};
-use coapgate_model::{Iccid, Registrations};
+use coapgate_model::{Iccid, Registrations, epoch_millis};
 use rusqlite::{Connection, TransactionBehavior, params};
 
 use crate::error::Context;
@@ -248,9 +248,7 @@ impl Store {
     /// [`Registrations::is_registered`] says so. Recording a device twice,
     /// or one removed meanwhile, changes nothing.
     pub fn mark_registered(&self, iccid: &Iccid, at: SystemTime) -> Result<(), StoreError> {
-        let at_ms = at
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        let at_ms = epoch_millis(at);
         self.writer()
             .execute(
                 "INSERT INTO registrations (iccid, registered_ms) SELECT ?1, ?2

@@ -4,10 +4,10 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, PoisonError, RwLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use coapgate_bootstrap::{PskOrigin, PskRecord, PskUpdate};
-use coapgate_model::Iccid;
+use coapgate_model::{Iccid, epoch_millis, from_epoch_millis};
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 use zeroize::Zeroizing;
 
@@ -112,18 +112,10 @@ fn restore(
     last_ms: Option<i64>,
 ) -> Result<PskRecord, StoreError> {
     let origin: PskOrigin = origin.parse().map_err(|e| corrupt(iccid, &e))?;
-    let last = last_ms.map(from_ms);
+    // Never written negative; a corrupted negative value reads as 1970.
+    let last = last_ms.map(|ms| from_epoch_millis(u64::try_from(ms).unwrap_or(0)));
     // The reason names the rule broken, never the secret.
     PskRecord::restore(secret, origin, last).map_err(|e| corrupt(iccid, &e))
-}
-
-fn to_ms(t: SystemTime) -> i64 {
-    t.duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
-
-fn from_ms(ms: i64) -> SystemTime {
-    UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0))
 }
 
 fn read(tx: &Connection, iccid: &Iccid) -> Result<Option<PskRecord>, StoreError> {
@@ -165,8 +157,8 @@ fn write(tx: &Transaction<'_>, iccid: &Iccid, record: &PskRecord) -> Result<(), 
             iccid.as_str(),
             record.psk.expose(),
             record.origin.as_str(),
-            record.last_bootstrap.map(to_ms),
-            to_ms(SystemTime::now()),
+            record.last_bootstrap.map(epoch_millis),
+            epoch_millis(SystemTime::now()),
         ],
     )
     .context("write a PSK")?;

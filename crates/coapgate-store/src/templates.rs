@@ -4,8 +4,9 @@
 use std::fmt;
 use std::str::FromStr;
 use std::sync::{Arc, PoisonError, RwLock};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
+use coapgate_model::epoch_millis;
 use coapgate_translate::Template;
 use rusqlite::{Connection, OptionalExtension, params};
 
@@ -131,9 +132,7 @@ impl Store {
             status,
             parsed: Arc::new(parsed),
         };
-        let updated_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        let updated_ms = epoch_millis(SystemTime::now());
         let conn = self.conn();
         conn.execute(
             "INSERT INTO templates (protocol, name, template, status, updated_ms) VALUES ('COAP', ?1, ?2, ?3, ?4)

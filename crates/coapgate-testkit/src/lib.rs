@@ -356,16 +356,6 @@ impl MosquittoSub {
             std::thread::sleep(Duration::from_millis(10));
         }
     }
-
-    /// Waits until at least `n` messages (probes left out) have arrived, at
-    /// most `timeout`; returns the messages.
-    pub fn wait_for_count(&self, n: usize, timeout: Duration) -> Vec<Message> {
-        self.wait_for(
-            |m| m.iter().filter(|m| m.topic != PROBE_TOPIC).count() >= n,
-            timeout,
-        );
-        self.messages()
-    }
 }
 
 /// Whether a topic is one of coapgate's event topics (`{iccid}/lifecycle`,

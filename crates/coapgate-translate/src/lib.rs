@@ -276,6 +276,8 @@ fn put(output: &mut Map<String, Value>, segments: &[String], value: Value) {
 }
 
 /// The fuzz target's body, shared with the corpus replay under `cargo test`.
+/// Only with the `fuzzing` feature; not part of the stable API.
+#[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing {
     use super::*;

@@ -8,11 +8,11 @@
 //! device is not offered the event again; a failed publish or write is
 //! tried again on the device's next request.
 
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime};
 
 use coapgate_envelope::{DeviceRef, Meta};
 use coapgate_exchange::MessageKind;
-use coapgate_model::{Device, Iccid};
+use coapgate_model::{Device, Iccid, epoch_millis};
 use rand::Rng;
 
 use super::{Endpoint, Pending, Request};
@@ -52,12 +52,6 @@ pub(super) enum StoreWaiter {
     },
 }
 
-/// Epoch milliseconds of a wall-clock time (0 before 1970).
-pub(super) fn epoch_ms(wall: SystemTime) -> u64 {
-    wall.duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
 impl Endpoint {
     /// Builds an envelope with a fresh message ID for `device` at `request`.
     pub(super) fn envelope(
@@ -70,7 +64,7 @@ impl Endpoint {
         let mut id_text = uuid::Uuid::encode_buffer();
         let meta = Meta {
             id: message_id.hyphenated().encode_lower(&mut id_text),
-            received_ms: epoch_ms(request.wall),
+            received_ms: epoch_millis(request.wall),
             device: DeviceRef {
                 iccid: device.iccid.as_str(),
                 ip: request.from.addr().ip().to_canonical(),

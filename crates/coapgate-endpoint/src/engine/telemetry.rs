@@ -8,7 +8,7 @@ use coapgate_topic::Topic;
 use coapgate_location::{GPS, Position};
 use coapgate_translate::Translation;
 
-use super::publish::{self, Owner};
+use super::publish::Owner;
 use super::{Endpoint, Outcome, Request};
 use crate::PayloadFormat;
 use crate::response::Response;
@@ -49,7 +49,7 @@ impl Endpoint {
             Some(Ok(Translation {
                 location: Some(c), ..
             })) => {
-                let sample_time = publish::epoch_ms(request.wall) / 1000;
+                let sample_time = coapgate_model::epoch_millis(request.wall) / 1000;
                 match Position::new(c.longitude, c.latitude, GPS, sample_time) {
                     Ok(position) => Some(position),
                     Err(error) => {
