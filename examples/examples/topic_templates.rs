@@ -37,18 +37,22 @@ fn main() {
     );
 
     // Templates: the defaults publish like the 1NCE Cloud Integrator ...
+    let (iccid, imsi) = (
+        ICCID.parse().expect("a valid ICCID"),
+        IMSI.parse().expect("a valid IMSI"),
+    );
     let default = TopicTemplates::default();
     assert_eq!(
-        default.render(ICCID, None, Some(&topic)),
+        default.render(&iccid, None, Some(&topic)),
         format!("{ICCID}/sensors/temp")
     );
-    assert_eq!(default.render(ICCID, None, None), ICCID);
+    assert_eq!(default.render(&iccid, None, None), ICCID);
 
     // ... and an operator can choose others.
     let custom = TopicTemplates::new("fleet/{imsi}/{iccid}/{t}", "fleet/{imsi}/{iccid}")
         .expect("valid templates");
-    let with_topic = custom.render(ICCID, Some(IMSI), Some(&topic));
-    let without = custom.render(ICCID, None, None);
+    let with_topic = custom.render(&iccid, Some(&imsi), Some(&topic));
+    let without = custom.render(&iccid, None, None);
     println!("with topic:    {with_topic}");
     println!("without topic: {without}");
     assert_eq!(with_topic, format!("fleet/{IMSI}/{ICCID}/sensors/temp"));

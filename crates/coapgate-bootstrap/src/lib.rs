@@ -24,7 +24,7 @@
 //!
 //! ```
 //! use std::time::{Duration, SystemTime};
-//! use coapgate_bootstrap::{OsPskGenerator, Policy, PskFormat, PskOrigin, PskRecord, answer};
+//! use coapgate_bootstrap::{CoapsUrl, OsPskGenerator, Policy, PskFormat, PskOrigin, PskRecord, answer};
 //! use coapgate_model::Iccid;
 //!
 //! let iccid: Iccid = "8988280666000000000".parse().unwrap();
@@ -35,7 +35,8 @@
 //! let first = policy.bootstrap(t0, None, &mut OsPskGenerator);
 //! assert_eq!(first.origin, PskOrigin::Generated);
 //! assert_eq!(&first.key()[..], first.psk.expose().as_bytes());
-//! let body = answer(&iccid, &first.psk, "coaps://coap.example.com:5684");
+//! let url: CoapsUrl = "coaps://coap.example.com:5684".parse().unwrap();
+//! let body = answer(&iccid, &first.psk, &url);
 //! assert!(body.starts_with(b"8988280666000000000,"));
 //!
 //! // Again within 5 minutes: the same PSK; 5 minutes after that call: a new one.

@@ -9,7 +9,7 @@
 //! |---|---|---|
 //! | 0, 1, 2 | a datagram from peer 0, 1 or 2 (127.0.0.2:5000, 127.0.0.2:5001, 127.0.0.3:6000) | length `n` (2 bytes, big-endian), `n` bytes |
 //! | 3 | the same, but a ClientHello gets the cookie the server would give that peer spliced in; with `p ≥ 128` the harness refuses the handshake it asks for (an address no device has) | peer `p % 3`, length `n` (2 bytes), `n` bytes |
-//! | 4 | advance the clock by `100 ms · d`, then `handle_timeout` | `d` |
+//! | 4 | advance the clock by `100 ms · d`, firing every timer due on the way at its instant | `d` |
 //! | 5 | advance the clock to `poll_timeout`, then `handle_timeout` | — |
 //! | 6 | send `n` bytes of application data to an established session | selector `s`, length `n` |
 //! | 7 | close an established session | selector `s` |
@@ -30,6 +30,8 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use openssl::ssl::{ErrorCode, Ssl, SslContext, SslMethod, SslOptions, SslStream, SslVersion};
+
+use coapgate_exchange::clock::{self, Timers};
 
 use crate::pipe::Pipe;
 use crate::{DtlsConfig, DtlsEvent, DtlsServer, DtlsStats, Key, SessionId};
@@ -119,8 +121,13 @@ pub fn run(data: &[u8]) -> Outcome {
             }
             4 => {
                 let d = take_byte(&mut input);
-                now += Duration::from_millis(100 * u64::from(d));
-                h.timeout(&mut server, now);
+                let target = now + Duration::from_millis(100 * u64::from(d));
+                let mut running = Running {
+                    harness: &mut h,
+                    server: &mut server,
+                };
+                clock::advance(&mut running, now, target);
+                now = target;
             }
             5 => {
                 if let Some(at) = server.poll_timeout() {
@@ -411,4 +418,21 @@ pub fn step_with_cookie(p: u8, datagram: &[u8]) -> Vec<u8> {
     out.extend_from_slice(&(datagram.len() as u16).to_be_bytes());
     out.extend_from_slice(datagram);
     out
+}
+
+/// The harness and its server as one machine with timers, for the
+/// fake-clock loop every harness shares ([`clock::advance`]).
+struct Running<'a> {
+    harness: &'a mut Harness,
+    server: &'a mut DtlsServer,
+}
+
+impl Timers for Running<'_> {
+    fn poll_timeout(&self) -> Option<Instant> {
+        self.server.poll_timeout()
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        self.harness.timeout(self.server, now);
+    }
 }

@@ -343,7 +343,7 @@ impl Endpoint {
         }
     }
 
-    /// Steps 3 to 7 of spec.md §2.1.
+    /// Steps 3 to 8 of spec.md §2.1 (step 4, the rate limit, is not built yet).
     fn process(&mut self, request: &Request<'_>) -> Outcome {
         let packet = request.packet;
         // 3. The device, by source IP (and on DTLS, by the session's identity).
@@ -351,12 +351,12 @@ impl Endpoint {
             return Outcome::code(ResponseType::Unauthorized);
         };
         self.register_if_new(request, &device);
-        // 4. Critical options we do not recognise.
+        // 5. Critical options we do not recognise.
         if let Some(number) = codec::unrecognised_critical_option(packet, &[]) {
             tracing::debug!(peer = %request.from.addr(), option = number, "unrecognised critical option");
             return Outcome::code(ResponseType::BadOption);
         }
-        // 5. Path and method. Proxy-Uri and Proxy-Scheme are recognised
+        // 6. Path and method. Proxy-Uri and Proxy-Scheme are recognised
         // (RFC 7252 §5.10.2) but this is no proxy: 5.05.
         if codec::option_values(packet, PROXY_URI).next().is_some()
             || codec::option_values(packet, PROXY_SCHEME).next().is_some()

@@ -58,6 +58,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use coapgate_codec::{self as codec, MessageClass, MessageType, ResponseType};
 use coapgate_exchange::DedupLimits;
+use coapgate_exchange::clock::{self, Timers};
 use coapgate_model::{Device, DeviceDirectory, DeviceStatus};
 
 use crate::{Endpoint, EndpointConfig, Link, Output, PublishId, PublishResult, Transmit};
@@ -287,8 +288,6 @@ struct Harness {
     trace: Trace,
 }
 
-/// Most timer rounds one clock step may take before it counts as a hang.
-const MAX_TIMER_ROUNDS: usize = 100_000;
 /// Most outputs one step may yield before the drain counts as a hang.
 const MAX_OUTPUTS_PER_STEP: usize = 100_000;
 
@@ -557,38 +556,14 @@ impl Harness {
         );
     }
 
+    /// Lets time pass to `target`, each timer firing at its own instant
+    /// (the loop every harness shares: [`clock::advance`]).
     fn advance_to(&mut self, target: Instant) {
-        for _ in 0..MAX_TIMER_ROUNDS {
-            match self.endpoint.poll_timeout() {
-                Some(at) if at <= target => {
-                    if at > self.now {
-                        self.wall += at - self.now;
-                        self.now = at;
-                    }
-                    self.endpoint.handle_timeout(self.now);
-                    let (sent, published) = self.drain();
-                    assert!(published.is_empty(), "a timer made a publish");
-                    for transmit in &sent {
-                        self.check_not_a_fresh_changed(transmit);
-                    }
-                    if let Some(next) = self.endpoint.poll_timeout() {
-                        assert!(
-                            next > self.now,
-                            "poll_timeout is {:?} before now right after handle_timeout",
-                            self.now - next
-                        );
-                    }
-                }
-                _ => {
-                    if target > self.now {
-                        self.wall += target - self.now;
-                        self.now = target;
-                    }
-                    return;
-                }
-            }
+        clock::advance(self, self.now, target);
+        if target > self.now {
+            self.wall += target - self.now;
+            self.now = target;
         }
-        panic!("timers still due after {MAX_TIMER_ROUNDS} rounds");
     }
 
     /// Invariants between steps.
@@ -623,6 +598,32 @@ impl Harness {
             assert!(
                 next.is_some_and(|at| at <= deadline),
                 "poll_timeout {next:?} misses a pending deadline"
+            );
+        }
+    }
+}
+
+impl Timers for Harness {
+    fn poll_timeout(&self) -> Option<Instant> {
+        self.endpoint.poll_timeout()
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        if now > self.now {
+            self.wall += now - self.now;
+            self.now = now;
+        }
+        self.endpoint.handle_timeout(self.now);
+        let (sent, published) = self.drain();
+        assert!(published.is_empty(), "a timer made a publish");
+        for transmit in &sent {
+            self.check_not_a_fresh_changed(transmit);
+        }
+        if let Some(next) = self.endpoint.poll_timeout() {
+            assert!(
+                next > self.now,
+                "poll_timeout is {:?} before now right after handle_timeout",
+                self.now - next
             );
         }
     }

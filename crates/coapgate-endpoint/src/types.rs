@@ -3,6 +3,7 @@ use std::time::{Instant, SystemTime};
 
 use coapgate_bootstrap::{PskRecord, PskUpdate};
 use coapgate_model::Iccid;
+use coapgate_topic::PublishTopic;
 
 /// Identifies a publish between the engine and the driver.
 pub type PublishId = u64;
@@ -76,7 +77,7 @@ pub struct Publish {
     /// [`Endpoint::handle_publish_result`](crate::Endpoint::handle_publish_result).
     pub id: PublishId,
     /// The MQTT topic.
-    pub topic: String,
+    pub topic: PublishTopic,
     /// The MQTT payload (the JSON envelope, or the raw bytes).
     pub payload: Vec<u8>,
     /// After this instant the engine has answered 5.04 and no longer cares;

@@ -56,6 +56,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod clock;
 mod dedup;
 mod mid;
 mod params;

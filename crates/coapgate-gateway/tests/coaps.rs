@@ -16,6 +16,7 @@ use std::time::{Duration, Instant, SystemTime};
 use coapgate_dtls::{DtlsConfig, DtlsServer, Key};
 use coapgate_endpoint::codec::{self, MessageClass, MessageType, ResponseType};
 use coapgate_endpoint::{Endpoint, EndpointConfig, Publish, PublishResult};
+use coapgate_exchange::clock::{self, Timers};
 use coapgate_gateway::{Datagram, Gateway, Listener, Output};
 use coapgate_model::{Device, DeviceDirectory, DeviceStatus};
 use support::Client;
@@ -141,17 +142,20 @@ impl World {
 
     fn advance(&mut self, by: Duration) {
         let target = self.now + by;
-        for _ in 0..1000 {
-            match self.gateway.poll_timeout() {
-                Some(at) if at <= target => {
-                    self.now = self.now.max(at);
-                    self.gateway.handle_timeout(self.now);
-                    self.drain();
-                }
-                _ => break,
-            }
-        }
+        clock::advance(self, self.now, target);
         self.now = target;
+    }
+}
+
+impl Timers for World {
+    fn poll_timeout(&self) -> Option<Instant> {
+        self.gateway.poll_timeout()
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        self.now = self.now.max(now);
+        self.gateway.handle_timeout(self.now);
+        self.drain();
     }
 }
 

@@ -200,7 +200,7 @@ impl Driver {
                     let id = publish.id;
                     let outgoing = Outgoing {
                         id,
-                        topic: publish.topic,
+                        topic: publish.topic.into(),
                         payload: publish.payload.into(),
                         deadline: publish.deadline,
                     };

@@ -143,9 +143,11 @@ payload = "raw"
     assert_eq!(engine.dedup.max_entries, 9);
     assert_eq!(engine.payload_format, coapgate_server::PayloadFormat::Raw);
     assert_eq!(
-        engine
-            .topics
-            .render("8988280666000000000", Some("901405100000000"), None),
+        engine.topics.render(
+            &"8988280666000000000".parse().unwrap(),
+            Some(&"901405100000000".parse().unwrap()),
+            None
+        ),
         "devices/901405100000000/8988280666000000000"
     );
     assert_eq!(

@@ -1,28 +1,34 @@
 //! The device topic `t` and the MQTT topic a message is published on.
 //!
 //! This crate has one job: turn what a device sends as its topic (the query
-//! parameter `t`, spec.md §2.2) into a validated [`Topic`], and turn an
-//! ICCID, an optional IMSI and an optional [`Topic`] into the MQTT publish
-//! topic via operator-configurable [`TopicTemplates`] (spec.md §2.3).
+//! parameter `t`, spec.md §2.2) into a validated [`Topic`], and name the
+//! MQTT topic a message is published on — a [`PublishTopic`]: telemetry's
+//! from an ICCID, an optional IMSI and an optional [`Topic`] via
+//! operator-configurable [`TopicTemplates`], events' as `{iccid}/error`,
+//! `{iccid}/location`, `{iccid}/lifecycle` ([`PublishTopic::event`],
+//! spec.md §2.3).
 //!
 //! ```
-//! use coapgate_topic::{extract, TopicTemplates};
+//! use coapgate_model::Iccid;
+//! use coapgate_topic::{extract, Event, PublishTopic, TopicTemplates};
 //!
 //! // POST /data?t=sensors/temp
 //! let uri_query: [&[u8]; 2] = [b"x=1", b"t=sensors/temp"];
 //! let topic = extract(uri_query, []).expect("valid").expect("present");
 //! assert_eq!(topic.as_str(), "sensors/temp");
 //!
+//! let iccid: Iccid = "8988280666000000000".parse().expect("an ICCID");
 //! let templates = TopicTemplates::default(); // `{iccid}/{t}` and `{iccid}`
-//! assert_eq!(
-//!     templates.render("8988280666000000000", None, Some(&topic)),
-//!     "8988280666000000000/sensors/temp"
-//! );
-//! assert_eq!(templates.render("8988280666000000000", None, None), "8988280666000000000");
+//! assert_eq!(templates.render(&iccid, None, Some(&topic)), "8988280666000000000/sensors/temp");
+//! assert_eq!(templates.render(&iccid, None, None), "8988280666000000000");
+//! assert_eq!(PublishTopic::event(&iccid, Event::Error), "8988280666000000000/error");
 //! ```
 #![forbid(unsafe_code)]
 
+use std::ops::Deref;
 use std::{fmt, str::FromStr};
+
+use coapgate_model::{Iccid, Imsi};
 
 /// Why a topic or a topic template is refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -57,6 +63,92 @@ pub enum TopicError {
         /// What is wrong with it.
         reason: String,
     },
+}
+
+/// An MQTT topic coapgate publishes on: never empty, no wildcard (`+`,
+/// `#`), no NUL or control character. Made only by
+/// [`TopicTemplates::render`] (telemetry) and [`PublishTopic::event`].
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PublishTopic(String);
+
+/// The events a device's messages cause besides telemetry (spec.md §2.3),
+/// each on a topic of its own under the device's ICCID.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Event {
+    /// `{iccid}/error`: a translation failed; the raw payload travels inside.
+    Error,
+    /// `{iccid}/location`: a template yielded a position.
+    Location,
+    /// `{iccid}/lifecycle`: the device's first request ever.
+    Lifecycle,
+}
+
+impl Event {
+    /// The topic level after the ICCID.
+    pub fn suffix(self) -> &'static str {
+        match self {
+            Event::Error => "error",
+            Event::Location => "location",
+            Event::Lifecycle => "lifecycle",
+        }
+    }
+}
+
+impl PublishTopic {
+    /// `{iccid}/error`, `{iccid}/location` or `{iccid}/lifecycle`. These
+    /// are fixed, as on 1NCE (a device's own `t=error` lands on the same
+    /// topic; consumers tell them apart by the envelope's `type`).
+    pub fn event(iccid: &Iccid, event: Event) -> Self {
+        let suffix = event.suffix();
+        let mut topic = String::with_capacity(iccid.as_str().len() + 1 + suffix.len());
+        topic.push_str(iccid.as_str());
+        topic.push('/');
+        topic.push_str(suffix);
+        PublishTopic(topic)
+    }
+
+    /// The topic text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Deref for PublishTopic {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for PublishTopic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl From<PublishTopic> for String {
+    fn from(topic: PublishTopic) -> String {
+        topic.0
+    }
+}
+
+impl PartialEq<str> for PublishTopic {
+    fn eq(&self, other: &str) -> bool {
+        self.0 == other
+    }
+}
+
+impl PartialEq<&str> for PublishTopic {
+    fn eq(&self, other: &&str) -> bool {
+        self.0 == *other
+    }
+}
+
+impl PartialEq<String> for PublishTopic {
+    fn eq(&self, other: &String) -> bool {
+        &self.0 == other
+    }
 }
 
 /// A validated device topic: 1..=253 characters, only `A-Z a-z 0-9 _ /`,
@@ -338,12 +430,20 @@ impl TopicTemplates {
 
     /// The publish topic for a message from device `iccid` (with `imsi` when
     /// known) that carried `topic`, or none. One allocation.
-    pub fn render(&self, iccid: &str, imsi: Option<&str>, topic: Option<&Topic>) -> String {
-        let imsi = imsi.unwrap_or_default();
-        match topic {
+    pub fn render(
+        &self,
+        iccid: &Iccid,
+        imsi: Option<&Imsi>,
+        topic: Option<&Topic>,
+    ) -> PublishTopic {
+        let (iccid, imsi) = (iccid.as_str(), imsi.map_or("", Imsi::as_str));
+        // Valid by construction: the templates' literal text was checked,
+        // and ICCIDs, IMSIs and topics hold no MQTT wildcard or control
+        // character.
+        PublishTopic(match topic {
             Some(topic) => self.with_topic.render(iccid, imsi, topic.as_str()),
             None => self.without_topic.render(iccid, imsi, ""),
-        }
+        })
     }
 }
 

@@ -178,18 +178,41 @@ fn a_topic_converts_like_a_string() {
 
 const ICCID: &str = "8988280666000000000";
 
+fn iccid() -> coapgate_model::Iccid {
+    ICCID.parse().expect("an ICCID")
+}
+
+fn imsi() -> coapgate_model::Imsi {
+    "901405100000000".parse().expect("an IMSI")
+}
+
+#[test]
+fn events_have_fixed_topics_under_the_iccid() {
+    use coapgate_topic::{Event, PublishTopic};
+    for (event, topic) in [
+        (Event::Error, "8988280666000000000/error"),
+        (Event::Location, "8988280666000000000/location"),
+        (Event::Lifecycle, "8988280666000000000/lifecycle"),
+    ] {
+        assert_eq!(PublishTopic::event(&iccid(), event), topic);
+    }
+}
+
 #[test]
 fn by_default_the_topic_is_iccid_slash_t_when_given() {
     let templates = TopicTemplates::default();
     assert_eq!(
-        templates.render(ICCID, Some("901405100000000"), Some(&topic("test"))),
+        templates.render(&iccid(), Some(&imsi()), Some(&topic("test"))),
         "8988280666000000000/test"
     );
 }
 
 #[test]
 fn by_default_the_topic_is_the_iccid_when_no_t_was_given() {
-    assert_eq!(TopicTemplates::default().render(ICCID, None, None), ICCID);
+    assert_eq!(
+        TopicTemplates::default().render(&iccid(), None, None),
+        ICCID
+    );
 }
 
 #[test]
@@ -209,11 +232,11 @@ fn templates_can_use_iccid_imsi_and_t() {
         TopicTemplates::new("devices/{imsi}/{iccid}/{t}", "devices/{imsi}/{iccid}").expect("valid");
     let t = topic("a/b");
     assert_eq!(
-        templates.render(ICCID, Some("901405100000000"), Some(&t)),
+        templates.render(&iccid(), Some(&imsi()), Some(&t)),
         "devices/901405100000000/8988280666000000000/a/b"
     );
     assert_eq!(
-        templates.render(ICCID, None, None),
+        templates.render(&iccid(), None, None),
         "devices//8988280666000000000"
     );
 }

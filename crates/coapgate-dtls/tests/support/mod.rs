@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use coapgate_dtls::{DtlsConfig, DtlsEvent, DtlsServer, Key, PskLookup};
+use coapgate_exchange::clock::{self, Timers};
 use openssl::ssl::{Ssl, SslContext, SslMethod, SslOptions, SslStream, SslVersion};
 
 pub const ICCID: &str = "8988228066602306711";
@@ -260,10 +261,11 @@ impl Pair {
         panic!("the network did not settle in 100 rounds");
     }
 
+    /// Lets time pass, each server timer firing at its own instant.
     pub fn advance(&mut self, by: Duration) {
-        self.now += by;
-        self.server.handle_timeout(self.now);
-        self.drain();
+        let target = self.now + by;
+        clock::advance(self, self.now, target);
+        self.now = target;
     }
 
     pub fn established(&self) -> Vec<(u64, SocketAddr, String)> {
@@ -298,6 +300,18 @@ impl Pair {
                 _ => None,
             })
             .collect()
+    }
+}
+
+impl Timers for Pair {
+    fn poll_timeout(&self) -> Option<Instant> {
+        self.server.poll_timeout()
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        self.now = self.now.max(now);
+        self.server.handle_timeout(self.now);
+        self.drain();
     }
 }
 

@@ -10,7 +10,7 @@ use crate::StoreRequest;
 use crate::response::Response;
 
 impl Endpoint {
-    /// Step 7 for `GET /bootstrap` over plain CoAP: the read-decide-write of
+    /// Step 8 for `GET /bootstrap` over plain CoAP: the read-decide-write of
     /// the device's PSK record goes to the store as an output, and the
     /// request is answered (`ICCID,PSK,coapsEndpointUrl` as text/plain)
     /// when the stored record comes back.

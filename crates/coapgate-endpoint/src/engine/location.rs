@@ -8,7 +8,7 @@ use super::{Endpoint, Outcome};
 use crate::response::Response;
 
 impl Endpoint {
-    /// Step 7 for `GET /location`, over plain CoAP and DTLS: 2.05 text/plain
+    /// Step 8 for `GET /location`, over plain CoAP and DTLS: 2.05 text/plain
     /// CSV, or 4.04 when no position is known.
     pub(super) fn location(&mut self, device: &Device) -> Outcome {
         let latest = self

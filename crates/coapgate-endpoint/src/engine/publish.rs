@@ -13,6 +13,7 @@ use std::time::{Instant, SystemTime};
 use coapgate_envelope::{DeviceRef, Meta};
 use coapgate_exchange::MessageKind;
 use coapgate_model::{Device, Iccid, epoch_millis};
+use coapgate_topic::{Event, PublishTopic};
 use rand::Rng;
 
 use super::{Endpoint, Pending, Request};
@@ -85,7 +86,7 @@ impl Endpoint {
         &mut self,
         now: Instant,
         owner: Owner,
-        topic: String,
+        topic: PublishTopic,
         payload: Vec<u8>,
     ) {
         let id = self.next_publish;
@@ -166,7 +167,7 @@ impl Endpoint {
             return;
         }
         let payload = self.envelope(request, device, coapgate_envelope::first_time_registered);
-        let topic = format!("{}/lifecycle", device.iccid);
+        let topic = PublishTopic::event(&device.iccid, Event::Lifecycle);
         self.registering.insert(device.iccid.clone());
         let owner = Owner::Registration {
             iccid: device.iccid.clone(),

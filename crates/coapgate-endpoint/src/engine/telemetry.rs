@@ -3,7 +3,7 @@
 use coapgate_codec::{self as codec, CoapOption, ResponseType};
 use coapgate_envelope::Body;
 use coapgate_model::Device;
-use coapgate_topic::Topic;
+use coapgate_topic::{Event, PublishTopic, Topic};
 
 use coapgate_location::{GPS, Position};
 use coapgate_translate::Translation;
@@ -15,7 +15,7 @@ use crate::response::Response;
 use codec::option_number::{LOCATION_QUERY, URI_QUERY};
 
 impl Endpoint {
-    /// Steps 6 and 7 for `POST /` and `POST /data`.
+    /// Steps 7 and 8 for `POST /` and `POST /data`.
     pub(super) fn telemetry(&mut self, request: &Request<'_>, device: &Device) -> Outcome {
         let packet = request.packet;
         let topic = match coapgate_topic::extract(
@@ -93,7 +93,7 @@ impl Endpoint {
                 let payload = self.envelope(request, device, |m| {
                     coapgate_envelope::translation_error(m, &description, &packet.payload)
                 });
-                (format!("{}/error", device.iccid), payload)
+                (PublishTopic::event(&device.iccid, Event::Error), payload)
             }
         };
         self.enqueue_publish(request.now, owner(), topic_name, payload);
@@ -104,7 +104,7 @@ impl Endpoint {
             self.enqueue_publish(
                 request.now,
                 owner(),
-                format!("{}/location", device.iccid),
+                PublishTopic::event(&device.iccid, Event::Location),
                 event,
             );
             if let Some(positions) = &self.positions {
@@ -115,11 +115,9 @@ impl Endpoint {
         Outcome::Pending
     }
 
-    fn publish_topic(&self, device: &Device, topic: Option<&Topic>) -> String {
-        self.config.topics.render(
-            device.iccid.as_str(),
-            device.imsi.as_ref().map(|i| i.as_str()),
-            topic,
-        )
+    fn publish_topic(&self, device: &Device, topic: Option<&Topic>) -> PublishTopic {
+        self.config
+            .topics
+            .render(&device.iccid, device.imsi.as_ref(), topic)
     }
 }

@@ -18,6 +18,7 @@ use coapgate_endpoint::{
     Endpoint, EndpointConfig, Link, Output, Publish, PublishResult, StoreRequest, StoreResult,
     StoreWrite, Transmit,
 };
+use coapgate_exchange::clock::{self, Timers};
 use coapgate_model::{Device, DeviceDirectory, DeviceStatus, Iccid};
 
 pub const ICCID: &str = "8988280666000000000";
@@ -288,26 +289,7 @@ impl World {
     pub fn advance(&mut self, by: Duration) -> Vec<(Duration, Vec<u8>)> {
         let target = self.now + by;
         let before = self.sent.len();
-        // Bounded: each round either fires a timer or a store answer, or ends.
-        for _ in 0..100_000 {
-            let store = self.store_busy.front().map(|&(at, _)| at);
-            let next = [self.endpoint.poll_timeout(), store]
-                .into_iter()
-                .flatten()
-                .min();
-            match next {
-                Some(at) if at <= target => {
-                    if at > self.now {
-                        self.wall += at - self.now;
-                        self.now = at;
-                    }
-                    self.store_answers_due();
-                    self.endpoint.handle_timeout(self.now);
-                    self.drain();
-                }
-                _ => break,
-            }
-        }
+        clock::advance(self, self.now, target);
         self.wall += target - self.now;
         self.now = target;
         let start = self.start;
@@ -395,4 +377,25 @@ impl Resp {
 pub fn one(sent: Vec<Vec<u8>>) -> Resp {
     assert_eq!(sent.len(), 1, "expected exactly one datagram, got {sent:?}");
     Resp::parse(&sent[0])
+}
+
+/// The world's timers: the engine's, and the in-memory store's answers.
+impl Timers for World {
+    fn poll_timeout(&self) -> Option<Instant> {
+        let store = self.store_busy.front().map(|&(at, _)| at);
+        [self.endpoint.poll_timeout(), store]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        if now > self.now {
+            self.wall += now - self.now;
+            self.now = now;
+        }
+        self.store_answers_due();
+        self.endpoint.handle_timeout(self.now);
+        self.drain();
+    }
 }
