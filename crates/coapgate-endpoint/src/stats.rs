@@ -13,6 +13,7 @@ pub struct RequestKey {
 
 /// Counters and gauges of the engine, for metrics.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct EndpointStats {
     /// Requests answered, by resource and code.
     pub requests: BTreeMap<RequestKey, u64>,

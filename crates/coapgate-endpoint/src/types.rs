@@ -85,8 +85,10 @@ pub struct Publish {
     pub deadline: Instant,
 }
 
-/// The broker's verdict on a [`Publish`].
+/// The broker's verdict on a [`Publish`]. Drivers construct it; only the
+/// engine matches on it, so it may grow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum PublishResult {
     /// PUBACK (QoS 1) or PUBCOMP (QoS 2) arrived: answer 2.04.
     Confirmed,
@@ -132,8 +134,10 @@ pub enum StoreRequest {
     },
 }
 
-/// The store's answer to a [`StoreWrite`].
+/// The store's answer to a [`StoreWrite`]. Drivers construct it; only the
+/// engine matches on it, so it may grow.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum StoreResult {
     /// The write is durable (for [`StoreRequest::MarkRegistered`]).
     Done,

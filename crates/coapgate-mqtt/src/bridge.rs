@@ -37,7 +37,7 @@
 //!    message sent with this id on this connection. Entries carry a private
 //!    sequence number, so an acknowledgement for an entry that has meanwhile
 //!    expired (a tombstone) confirms nothing, even if the caller reuses the
-//!    `PublishId`.
+//!    id.
 //! 4. After every connection error, under the outbox lock, the bridge calls
 //!    `EventLoop::clean()` once more (draining anything that raced into the
 //!    request channel), clears `pending`, drains `state.events` (acks already
@@ -70,14 +70,13 @@ use tracing::{debug, info, warn};
 
 use crate::{BridgeConfig, MqttError, Qos};
 
-/// The caller's name for one publish; echoed in [`BridgeEvent`]s.
-pub type PublishId = u64;
-
 /// One message for the broker.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Outgoing {
-    /// Caller-chosen id, unique among publishes not yet `Delivered`/`Expired`.
-    pub id: PublishId,
+    /// The caller's number for this publish, echoed in its [`BridgeEvent`]s;
+    /// unique among publishes not yet `Delivered`/`Expired` (coapgate's
+    /// engine uses its `u64`).
+    pub id: u64,
     /// MQTT topic (no wildcards).
     pub topic: String,
     /// Message body.
@@ -99,14 +98,14 @@ pub enum BridgeEvent {
     /// The broker confirmed this publish (PUBACK / PUBCOMP); `latency` from first send.
     Delivered {
         /// The publish's id.
-        id: PublishId,
+        id: u64,
         /// From the first hand-over to the MQTT client until the confirmation.
         latency: Duration,
     },
     /// The deadline passed before confirmation; the bridge stopped trying. (The device will be told 5.04.)
     Expired {
         /// The publish's id.
-        id: PublishId,
+        id: u64,
     },
 }
 
@@ -332,7 +331,7 @@ impl BridgeHandle {
 }
 
 struct Entry {
-    id: PublishId,
+    id: u64,
     topic: String,
     payload: Bytes,
     deadline: Instant,
@@ -348,7 +347,7 @@ struct State {
     closing: bool,
     next_seq: u64,
     outbox: BTreeMap<u64, Entry>,
-    ids: HashMap<PublishId, u64>,
+    ids: HashMap<u64, u64>,
     queued: BTreeSet<u64>,
     handed: VecDeque<u64>,
     collided: Option<(u16, u64)>,

@@ -1,7 +1,5 @@
 //! The crate's single error type.
 
-use crate::PublishId;
-
 /// Everything that can go wrong in this crate.
 ///
 /// No variant ever carries the broker password: URL errors describe the
@@ -35,7 +33,7 @@ pub enum MqttError {
     Closed,
     /// A publish with this id is still in the outbox.
     #[error("publish id {0} is already in the outbox")]
-    DuplicateId(PublishId),
+    DuplicateId(u64),
     /// The topic cannot be published to (empty, wildcard, NUL, or longer than 65535 bytes).
     #[error("invalid MQTT topic: {0}")]
     InvalidTopic(&'static str),

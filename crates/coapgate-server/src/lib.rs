@@ -166,7 +166,16 @@ impl Server {
         #[cfg(feature = "embedded-broker")]
         let broker = match config.mqtt.url {
             Some(_) => None,
-            None => Some(EmbeddedBroker::start(config.mqtt.embedded_bind)?),
+            // Start-up waits for the listener: blocking, so not on the
+            // caller's runtime thread.
+            None => {
+                let bind = config.mqtt.embedded_bind;
+                Some(
+                    tokio::task::spawn_blocking(move || EmbeddedBroker::start(bind))
+                        .await
+                        .map_err(|_| ServerError::Panicked)??,
+                )
+            }
         };
         #[cfg(feature = "embedded-broker")]
         let embedded = broker.as_ref().map(EmbeddedBroker::addr);
