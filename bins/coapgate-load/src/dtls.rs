@@ -24,8 +24,8 @@ use tokio::time::Instant;
 use crate::client::MAX_DATAGRAM;
 use crate::devices::key_of;
 use crate::error::HandshakeError;
-use crate::pipe::Pipe;
 use crate::{LoadError, device_iccid, device_ip};
+use coapgate_dtls::Pipe;
 
 /// How often a waiting handshake gives OpenSSL a chance to retransmit.
 const HANDSHAKE_POLL: Duration = Duration::from_millis(50);
@@ -229,7 +229,7 @@ impl Session {
 
     /// Queues a received datagram for OpenSSL.
     pub(crate) fn feed(&mut self, datagram: &[u8]) {
-        self.stream.get_mut().push(datagram);
+        self.stream.get_mut().push(datagram.to_vec());
     }
 
     /// Encrypts one application-data record and sends it.

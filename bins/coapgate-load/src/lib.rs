@@ -57,8 +57,8 @@
 //!   all devices share.
 //! - `client`: one simulated device, a CoAP client; `request`: the request
 //!   it sends.
-//! - `dtls`: the DTLS PSK client and its sessions; `pipe`: the datagram
-//!   queues OpenSSL runs over.
+//! - `dtls`: the DTLS PSK client and its sessions, over coapgate-dtls's
+//!   datagram [`Pipe`](coapgate_dtls::Pipe).
 //! - `report`: the counters and the [`Report`]; `percentiles`: latency
 //!   percentiles; `procfs`: the server's CPU and memory from `/proc`.
 //! - `error`: [`LoadError`] and why a handshake failed.
@@ -71,7 +71,6 @@ mod devices;
 mod dtls;
 mod error;
 mod percentiles;
-mod pipe;
 mod procfs;
 mod report;
 mod request;

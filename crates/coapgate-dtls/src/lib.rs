@@ -100,6 +100,7 @@ use std::net::SocketAddr;
 pub use config::DtlsConfig;
 pub use error::DtlsError;
 pub use key::{Key, PskLookup};
+pub use pipe::Pipe;
 pub use server::DtlsServer;
 
 /// Identifies one DTLS session (and, before it completes, its handshake).

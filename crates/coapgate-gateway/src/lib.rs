@@ -81,10 +81,19 @@ pub enum Output {
 
 /// The engine and the DTLS server as one sans-IO state machine. See the
 /// [crate docs](crate).
+///
+/// The engine's outputs flow straight through [`poll_output`](Self::poll_output):
+/// a plain datagram costs the gateway nothing but a match. Only what the
+/// DTLS server produces (its flights, the records of encrypted answers)
+/// waits in a queue of the gateway's own.
 pub struct Gateway {
     endpoint: Endpoint,
     dtls: DtlsServer,
+    /// DTLS datagrams to send, before the engine's next output.
     outputs: VecDeque<Output>,
+    /// The clock of the last event: a handshake accepted, or a record
+    /// decrypted, while draining the DTLS server happens "now".
+    now: Instant,
     /// The receive time of the datagram being handled: the wall clock of
     /// the CoAP requests decrypted from it.
     wall: SystemTime,
@@ -97,6 +106,7 @@ impl Gateway {
             endpoint,
             dtls,
             outputs: VecDeque::new(),
+            now: Instant::now(),
             wall: SystemTime::UNIX_EPOCH,
         }
     }
@@ -111,26 +121,29 @@ impl Gateway {
         from: SocketAddr,
         data: &[u8],
     ) {
+        self.now = now;
         self.wall = wall;
         match listener {
             Listener::Coap => self
                 .endpoint
                 .handle_datagram(now, wall, Link::Udp(from), data),
-            Listener::Coaps => self.dtls.handle_datagram(now, from, data),
+            Listener::Coaps => {
+                self.dtls.handle_datagram(now, from, data);
+                self.drain_dtls();
+            }
         }
-        self.pump(now);
     }
 
     /// The broker's verdict on a publish.
     pub fn handle_publish_result(&mut self, now: Instant, id: PublishId, result: PublishResult) {
+        self.now = now;
         self.endpoint.handle_publish_result(now, id, result);
-        self.pump(now);
     }
 
     /// The store's answer to a write.
     pub fn handle_store_result(&mut self, now: Instant, id: StoreWriteId, result: StoreResult) {
+        self.now = now;
         self.endpoint.handle_store_result(now, id, result);
-        self.pump(now);
     }
 
     /// The broker connection went up or down.
@@ -140,16 +153,43 @@ impl Gateway {
 
     /// Time has come: the engine's and the DTLS server's timers.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.now = now;
         self.endpoint.handle_timeout(now);
         self.dtls.handle_timeout(now);
-        self.pump(now);
+        self.drain_dtls();
     }
 
     /// The next thing to do; [`Output::Timeout`] once there is nothing else.
     pub fn poll_output(&mut self) -> Output {
-        self.outputs
-            .pop_front()
-            .unwrap_or_else(|| Output::Timeout(self.poll_timeout()))
+        // Bounded: every round either returns or moves one engine output
+        // into the DTLS server, and the engine's outputs are finite.
+        loop {
+            if let Some(output) = self.outputs.pop_front() {
+                return output;
+            }
+            match self.endpoint.poll_output() {
+                coapgate_endpoint::Output::Transmit(transmit) => match transmit.to {
+                    Link::Udp(to) => {
+                        return Output::Transmit(Datagram {
+                            listener: Listener::Coap,
+                            to,
+                            payload: transmit.payload,
+                        });
+                    }
+                    Link::Dtls { session, .. } => {
+                        if let Err(error) = self.dtls.send(session, &transmit.payload) {
+                            tracing::debug!(session, %error, "answer for a closed DTLS session dropped");
+                        }
+                        self.drain_dtls();
+                    }
+                },
+                coapgate_endpoint::Output::Publish(publish) => return Output::Publish(publish),
+                coapgate_endpoint::Output::Store(write) => return Output::Store(write),
+                coapgate_endpoint::Output::Timeout(_) => {
+                    return Output::Timeout(self.poll_timeout());
+                }
+            }
+        }
     }
 
     /// The next instant [`handle_timeout`](Self::handle_timeout) has work.
@@ -176,42 +216,12 @@ impl Gateway {
         self.endpoint.pending_work()
     }
 
-    /// Moves work between the DTLS server and the engine until neither has
-    /// any left; what is for the outside world goes to `outputs`.
-    fn pump(&mut self, now: Instant) {
-        loop {
-            let mut progress = false;
-            while let Some(event) = self.dtls.poll_event() {
-                progress = true;
-                self.on_dtls_event(now, event);
-            }
-            loop {
-                match self.endpoint.poll_output() {
-                    coapgate_endpoint::Output::Transmit(transmit) => match transmit.to {
-                        Link::Udp(to) => self.outputs.push_back(Output::Transmit(Datagram {
-                            listener: Listener::Coap,
-                            to,
-                            payload: transmit.payload,
-                        })),
-                        Link::Dtls { session, .. } => {
-                            progress = true;
-                            if let Err(error) = self.dtls.send(session, &transmit.payload) {
-                                tracing::debug!(session, %error, "answer for a closed DTLS session dropped");
-                            }
-                        }
-                    },
-                    coapgate_endpoint::Output::Publish(publish) => {
-                        self.outputs.push_back(Output::Publish(publish));
-                    }
-                    coapgate_endpoint::Output::Store(write) => {
-                        self.outputs.push_back(Output::Store(write));
-                    }
-                    coapgate_endpoint::Output::Timeout(_) => break,
-                }
-            }
-            if !progress {
-                return;
-            }
+    /// Takes everything the DTLS server has to say: its datagrams wait in
+    /// `outputs`, decrypted records go into the engine (whose answers come
+    /// out of [`poll_output`](Self::poll_output)).
+    fn drain_dtls(&mut self) {
+        while let Some(event) = self.dtls.poll_event() {
+            self.on_dtls_event(self.now, event);
         }
     }
 
