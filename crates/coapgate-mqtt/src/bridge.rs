@@ -68,7 +68,7 @@ use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
-use crate::{BridgeConfig, MqttError, Qos};
+use crate::{BridgeConfig, MqttError, Password, Qos};
 
 /// One message for the broker.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -139,7 +139,10 @@ impl Bridge {
             .set_inflight(config.max_inflight)
             .set_request_channel_capacity(window);
         if let Some(user) = &config.username {
-            options.set_credentials(user.clone(), config.password.clone().unwrap_or_default());
+            options.set_credentials(
+                user.clone(),
+                config.password.as_ref().map_or("", Password::expose),
+            );
         }
         // Never log `options`: its Debug prints the password.
         let (client, mut eventloop) = AsyncClient::new(options, window);

@@ -62,7 +62,7 @@ pub const DEFAULT_MAX_PACKET_SIZE: usize = 64 * 1024;
 /// its default. The broker's address and credentials come from a
 /// [`BrokerUrl`] ([`set_broker`](Self::set_broker)); the other fields are
 /// not part of that form.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 #[cfg_attr(feature = "serde", derive(serde::Deserialize))]
 #[cfg_attr(feature = "serde", serde(default, deny_unknown_fields))]
@@ -81,7 +81,7 @@ pub struct BridgeConfig {
     /// Optional password for the CONNECT packet (needs a user name). Never
     /// logged, never printed by `Debug`.
     #[cfg_attr(feature = "serde", serde(skip))]
-    pub password: Option<String>,
+    pub password: Option<Password>,
     /// Publish QoS. Default [`Qos::AtLeastOnce`].
     pub qos: Qos,
     /// MQTT keep-alive. Zero disables it; otherwise 1 s to 65535 s. Default 30 s.
@@ -128,7 +128,7 @@ pub struct BrokerUrl {
     host: String,
     port: u16,
     username: Option<String>,
-    password: Option<String>,
+    password: Option<Password>,
 }
 
 impl BrokerUrl {
@@ -194,22 +194,26 @@ impl Default for BridgeConfig {
     }
 }
 
-impl fmt::Debug for BridgeConfig {
+/// A broker password: `Debug` prints `<redacted>`, and the text is reached
+/// only through [`expose`](Self::expose), where the CONNECT packet is built.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Password(String);
+
+impl Password {
+    /// A password with this text.
+    pub fn new(text: impl Into<String>) -> Self {
+        Self(text.into())
+    }
+
+    /// The text, for the CONNECT packet.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Password {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("BridgeConfig")
-            .field("host", &self.host)
-            .field("port", &self.port)
-            .field("client_id", &self.client_id)
-            .field("username", &self.username)
-            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
-            .field("qos", &self.qos)
-            .field("keep_alive", &self.keep_alive)
-            .field("max_packet_size", &self.max_packet_size)
-            .field("max_inflight", &self.max_inflight)
-            .field("outbox_capacity", &self.outbox_capacity)
-            .field("reconnect_delay_min", &self.reconnect_delay_min)
-            .field("reconnect_delay_max", &self.reconnect_delay_max)
-            .finish()
+        f.write_str("<redacted>")
     }
 }
 
@@ -315,9 +319,9 @@ impl FromStr for BrokerUrl {
             }
             broker.username = Some(user);
             broker.password = match pass {
-                Some(p) => {
-                    Some(percent_decode(p).ok_or_else(|| bad("bad percent-encoding in password"))?)
-                }
+                Some(p) => Some(Password::new(
+                    percent_decode(p).ok_or_else(|| bad("bad percent-encoding in password"))?,
+                )),
                 None => None,
             };
         }
@@ -358,27 +362,38 @@ fn split_host_port(hostport: &str) -> Result<(String, u16), MqttError> {
     Ok((host.to_owned(), port))
 }
 
+/// The text a percent-encoded URL part stands for; `None` when a `%` is
+/// not followed by two hex digits or the bytes are not UTF-8 (the
+/// `percent-encoding` crate decodes a stray `%` as itself; a broker URL
+/// with one is a typo worth naming).
 fn percent_decode(s: &str) -> Option<String> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = bytes.get(i + 1..i + 3)?;
-            let hex = std::str::from_utf8(hex).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
+    let well_formed = s.split('%').skip(1).all(|rest| {
+        rest.as_bytes()
+            .get(..2)
+            .is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit))
+    });
+    if !well_formed {
+        return None;
     }
-    String::from_utf8(out).ok()
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8()
+        .ok()
+        .map(std::borrow::Cow::into_owned)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn user_and_password_are_percent_decoded_strictly() {
+        assert_eq!(percent_decode("p%40ss%3Aw").as_deref(), Some("p@ss:w"));
+        assert_eq!(percent_decode("plain").as_deref(), Some("plain"));
+        assert_eq!(percent_decode("100%"), None);
+        assert_eq!(percent_decode("%zz"), None);
+        assert_eq!(percent_decode("%C3%A9").as_deref(), Some("é"));
+        assert_eq!(percent_decode("%FF"), None, "not UTF-8");
+    }
 
     #[test]
     fn plain_url_defaults_port() {
@@ -394,7 +409,7 @@ mod tests {
         let c = BridgeConfig::from_url("mqtt://user:p%40ss:w@10.0.0.1:1884/").expect("valid");
         assert_eq!((c.host.as_str(), c.port), ("10.0.0.1", 1884));
         assert_eq!(c.username.as_deref(), Some("user"));
-        assert_eq!(c.password.as_deref(), Some("p@ss:w"));
+        assert_eq!(c.password.as_ref().map(Password::expose), Some("p@ss:w"));
     }
 
     #[test]
@@ -446,7 +461,7 @@ mod tests {
             (|c| c.host.clear(), "host"),
             (|c| c.port = 0, "port"),
             (|c| c.client_id.clear(), "client_id"),
-            (|c| c.password = Some("p".into()), "password"),
+            (|c| c.password = Some(Password::new("p")), "password"),
             (|c| c.keep_alive = Duration::from_millis(10), "keep_alive"),
             (|c| c.keep_alive = Duration::from_secs(65_536), "keep_alive"),
             (|c| c.max_packet_size = 127, "max_packet_size"),

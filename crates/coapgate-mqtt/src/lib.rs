@@ -57,5 +57,5 @@ mod error;
 pub use bridge::{Bridge, BridgeEvent, BridgeHandle, Outgoing};
 #[cfg(feature = "embedded-broker")]
 pub use broker::{EMBEDDED_MAX_CONNECTIONS, EMBEDDED_MAX_PAYLOAD_SIZE, EmbeddedBroker};
-pub use config::{BridgeConfig, BrokerUrl, DEFAULT_MAX_PACKET_SIZE, Qos};
+pub use config::{BridgeConfig, BrokerUrl, DEFAULT_MAX_PACKET_SIZE, Password, Qos};
 pub use error::MqttError;

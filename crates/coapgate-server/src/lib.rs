@@ -48,6 +48,7 @@ use coapgate_gateway::Gateway;
 use coapgate_mqtt::EmbeddedBroker;
 use coapgate_mqtt::{Bridge, BridgeEvent, BridgeHandle};
 use coapgate_store::Store;
+use secrecy::ExposeSecret;
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
@@ -55,7 +56,7 @@ pub use background::BackgroundServer;
 pub use coapgate_endpoint::PayloadFormat;
 pub use config::{
     AdminConfig, CoapConfig, CoapsConfig, Config, ConfigError, DeviceSeed, MqttConfig,
-    PositionSeed, StoreConfig,
+    PositionSeed, SecretString, StoreConfig,
 };
 
 /// Why the server could not start or stopped.
@@ -321,8 +322,8 @@ impl Server {
                 .config
                 .admin
                 .token
-                .clone()
-                .map(coapgate_admin::Token::new),
+                .as_ref()
+                .map(|token| coapgate_admin::Token::new(token.expose_secret().to_owned())),
             metrics: Arc::new(self.metrics.clone()),
             ready: self.ready.clone(),
         };
