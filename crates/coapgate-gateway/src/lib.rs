@@ -18,6 +18,46 @@
 //! [`Gateway::handle_timeout`] next. A driver needs nothing but two UDP
 //! sockets ([`Listener`]), a timer, an MQTT link and a store writer.
 //!
+//! ```
+//! use std::sync::Arc;
+//! use std::time::{Instant, SystemTime};
+//! use coapgate_dtls::{DtlsConfig, DtlsServer, Key};
+//! use coapgate_endpoint::{Endpoint, EndpointConfig, PublishResult};
+//! use coapgate_gateway::{Gateway, Listener, Output};
+//! use coapgate_model::{Device, DeviceDirectory, DeviceStatus};
+//!
+//! struct OneDevice(Arc<Device>);
+//! impl DeviceDirectory for OneDevice {
+//!     fn by_ip(&self, ip: std::net::IpAddr) -> Option<Arc<Device>> {
+//!         (ip == self.0.ip).then(|| self.0.clone())
+//!     }
+//! }
+//! let device = Device {
+//!     iccid: "8988280666000000000".parse().unwrap(),
+//!     imsi: None,
+//!     ip: "127.0.0.2".parse().unwrap(),
+//!     status: DeviceStatus::Active,
+//!     name: None,
+//! };
+//! let mut endpoint = Endpoint::new(EndpointConfig::default(), Arc::new(OneDevice(Arc::new(device))));
+//! endpoint.handle_broker_state(true);
+//! let psk = |identity: &str| (identity == "8988280666000000000").then(|| Key::new(b"aB3dEf7hIjKlMnOp".to_vec()));
+//! let dtls = DtlsServer::new(DtlsConfig::default(), Arc::new(psk)).unwrap();
+//! let mut gateway = Gateway::new(endpoint, dtls);
+//!
+//! // A plain CON POST /data "hi" from the device, message ID 7.
+//! let request = [0x40, 0x02, 0x00, 0x07, 0xb4, b'd', b'a', b't', b'a', 0xff, b'h', b'i'];
+//! let (now, from) = (Instant::now(), "127.0.0.2:40000".parse().unwrap());
+//! gateway.handle_datagram(now, SystemTime::now(), Listener::Coap, from, &request);
+//! let Output::Publish(publish) = gateway.poll_output() else { panic!("a publish") };
+//! assert!(matches!(gateway.poll_output(), Output::Timeout(Some(_))), "no answer yet");
+//!
+//! gateway.handle_publish_result(now, publish.id, PublishResult::Confirmed);
+//! let Output::Transmit(ack) = gateway.poll_output() else { panic!("the 2.04") };
+//! assert_eq!((ack.listener, ack.to), (Listener::Coap, from));
+//! assert_eq!(ack.payload, [0x60, 0x44, 0x00, 0x07]);
+//! ```
+//!
 //! # Who gets a handshake
 //!
 //! A ClientHello without a valid cookie is answered statelessly by the
