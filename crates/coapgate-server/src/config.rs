@@ -13,7 +13,7 @@
 
 use std::collections::HashSet;
 use std::fmt;
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -103,7 +103,8 @@ pub struct Config {
 #[serde(default)]
 #[non_exhaustive]
 pub struct CoapConfig {
-    /// Listen address (`0.0.0.0:5683`).
+    /// Listen address (`[::]:5683`: dual-stack, IPv4 and IPv6; `0.0.0.0`
+    /// on a host without IPv6).
     pub bind: SocketAddr,
     /// SO_RCVBUF of the UDP sockets, bytes (4 MiB; the kernel caps it at
     /// `net.core.rmem_max`).
@@ -127,7 +128,7 @@ pub struct CoapConfig {
 impl Default for CoapConfig {
     fn default() -> Self {
         Self {
-            bind: SocketAddr::from(([0, 0, 0, 0], 5683)),
+            bind: SocketAddr::from((Ipv6Addr::UNSPECIFIED, 5683)),
             recv_buffer: 4 << 20,
             send_buffer: 1 << 20,
             shutdown_grace: Duration::from_secs(5),
@@ -142,7 +143,7 @@ impl Default for CoapConfig {
 #[serde(default)]
 #[non_exhaustive]
 pub struct CoapsConfig {
-    /// Listen address (`0.0.0.0:5684`); uses `coap.recv_buffer` and
+    /// Listen address (`[::]:5684`, dual-stack like `coap.bind`); uses `coap.recv_buffer` and
     /// `coap.send_buffer` too.
     pub bind: SocketAddr,
     /// The DTLS server's configuration, defaults and rules: `max_sessions`,
@@ -154,7 +155,7 @@ pub struct CoapsConfig {
 impl Default for CoapsConfig {
     fn default() -> Self {
         Self {
-            bind: SocketAddr::from(([0, 0, 0, 0], 5684)),
+            bind: SocketAddr::from((Ipv6Addr::UNSPECIFIED, 5684)),
             dtls: DtlsConfig::default(),
         }
     }

@@ -209,14 +209,14 @@ impl Server {
             tracing::warn!("MQTT broker not reachable yet; telemetry gets 5.02 until it is");
         }
 
-        let coap = udp::bind(
+        let coap = udp::bind_any_family(
             config.coap.bind,
             config.coap.recv_buffer,
             config.coap.send_buffer,
         )?;
         let coap_addr = local_addr(&coap, "coap")?;
         // The DTLS listener shares the buffer sizes of the plain one.
-        let coaps = udp::bind(
+        let coaps = udp::bind_any_family(
             config.coaps.bind,
             config.coap.recv_buffer,
             config.coap.send_buffer,
