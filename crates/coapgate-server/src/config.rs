@@ -687,7 +687,7 @@ status = "ACTIVE"
     #[test]
     fn an_empty_file_is_all_defaults() {
         let c = Config::from_toml("").unwrap();
-        assert_eq!(c.coap.bind, "0.0.0.0:5683".parse().unwrap());
+        assert_eq!(c.coap.bind, "[::]:5683".parse().unwrap());
         assert_eq!(c.coap.engine.max_payload, 1024);
         assert_eq!(
             c.coap.engine.transmission.exchange_lifetime(),
