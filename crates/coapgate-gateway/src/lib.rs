@@ -131,9 +131,10 @@ pub struct Gateway {
     dtls: DtlsServer,
     /// DTLS datagrams to send, before the engine's next output.
     outputs: VecDeque<Output>,
-    /// The clock of the last event: a handshake accepted, or a record
-    /// decrypted, while draining the DTLS server happens "now".
-    now: Instant,
+    /// The clock of the last event (`None` before the first): a handshake
+    /// accepted, or a record decrypted, while draining the DTLS server
+    /// happens "now". The gateway reads no clock of its own.
+    now: Option<Instant>,
     /// The receive time of the datagram being handled: the wall clock of
     /// the CoAP requests decrypted from it.
     wall: SystemTime,
@@ -146,7 +147,7 @@ impl Gateway {
             endpoint,
             dtls,
             outputs: VecDeque::new(),
-            now: Instant::now(),
+            now: None,
             wall: SystemTime::UNIX_EPOCH,
         }
     }
@@ -161,7 +162,7 @@ impl Gateway {
         from: SocketAddr,
         data: &[u8],
     ) {
-        self.now = now;
+        self.now = Some(now);
         self.wall = wall;
         match listener {
             Listener::Coap => self
@@ -176,13 +177,13 @@ impl Gateway {
 
     /// The broker's verdict on a publish.
     pub fn handle_publish_result(&mut self, now: Instant, id: PublishId, result: PublishResult) {
-        self.now = now;
+        self.now = Some(now);
         self.endpoint.handle_publish_result(now, id, result);
     }
 
     /// The store's answer to a write.
     pub fn handle_store_result(&mut self, now: Instant, id: StoreWriteId, result: StoreResult) {
-        self.now = now;
+        self.now = Some(now);
         self.endpoint.handle_store_result(now, id, result);
     }
 
@@ -193,7 +194,7 @@ impl Gateway {
 
     /// Time has come: the engine's and the DTLS server's timers.
     pub fn handle_timeout(&mut self, now: Instant) {
-        self.now = now;
+        self.now = Some(now);
         self.endpoint.handle_timeout(now);
         self.dtls.handle_timeout(now);
         self.drain_dtls();
@@ -261,19 +262,20 @@ impl Gateway {
     /// out of [`poll_output`](Self::poll_output)).
     fn drain_dtls(&mut self) {
         while let Some(event) = self.dtls.poll_event() {
-            self.on_dtls_event(self.now, event);
+            self.on_dtls_event(event);
         }
     }
 
-    fn on_dtls_event(&mut self, now: Instant, event: DtlsEvent) {
+    fn on_dtls_event(&mut self, event: DtlsEvent) {
         match event {
             DtlsEvent::Incoming(incoming) => {
                 let addr = incoming.addr();
-                if self.endpoint.serves(addr.ip()) {
-                    self.dtls.accept(now, incoming);
-                } else {
-                    tracing::debug!(%addr, "DTLS: no ACTIVE device has this address; no handshake");
-                    self.dtls.refuse(incoming);
+                match self.now {
+                    Some(now) if self.endpoint.serves(addr.ip()) => self.dtls.accept(now, incoming),
+                    _ => {
+                        tracing::debug!(%addr, "DTLS: no ACTIVE device has this address; no handshake");
+                        self.dtls.refuse(incoming);
+                    }
                 }
             }
             DtlsEvent::Transmit { to, bytes } => {
@@ -304,8 +306,12 @@ impl Gateway {
                 addr,
                 bytes,
             } => {
-                self.endpoint
-                    .handle_datagram(now, self.wall, Link::Dtls { addr, session }, &bytes)
+                // Records are decrypted only while a datagram is handled,
+                // so `now` is that datagram's.
+                if let Some(now) = self.now {
+                    let link = Link::Dtls { addr, session };
+                    self.endpoint.handle_datagram(now, self.wall, link, &bytes);
+                }
             }
             DtlsEvent::Closed { session, reason } => {
                 tracing::debug!(session, ?reason, "DTLS session closed");
