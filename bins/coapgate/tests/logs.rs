@@ -96,10 +96,12 @@ fn a_log_file_gets_plain_text_and_every_line_up_to_the_exit() {
     assert!(text.contains(" INFO "), "{text}");
     assert!(text.contains("embedded MQTT broker listening"), "{text}");
     assert!(text.contains("shutting down"), "{text}");
+    // The driver's last line is there (the embedded broker's threads may
+    // still log after it, so it need not be the file's last line).
     assert!(
-        text.trim_end()
-            .ends_with("coapgate_server::driver: stopped"),
-        "the last line is the driver's: {text}"
+        text.lines()
+            .any(|l| l.ends_with("coapgate_server::driver: stopped")),
+        "the driver's last line is missing: {text}"
     );
     let _ = std::fs::remove_dir_all(dir);
 }
