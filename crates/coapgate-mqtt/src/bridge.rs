@@ -138,6 +138,17 @@ impl Bridge {
             .set_max_packet_size(config.max_packet_size, config.max_packet_size)
             .set_inflight(config.max_inflight)
             .set_request_channel_capacity(window);
+        if let Some(tls) = &config.tls {
+            #[cfg(feature = "tls")]
+            options.set_transport(rumqttc::Transport::Tls(rumqttc::TlsConfiguration::Rustls(
+                tls.client_config()?,
+            )));
+            #[cfg(not(feature = "tls"))]
+            {
+                let _ = tls;
+                return Err(MqttError::TlsNotBuiltIn);
+            }
+        }
         if let Some(user) = &config.username {
             options.set_credentials(
                 user.clone(),
@@ -152,6 +163,10 @@ impl Bridge {
 
         let (events_tx, events_rx) = mpsc::channel(config.outbox_capacity.saturating_add(16));
         let (stop_tx, stop_rx) = watch::channel(false);
+        let broker = match config.host.contains(':') {
+            true => format!("[{}]:{}", config.host, config.port),
+            false => format!("{}:{}", config.host, config.port),
+        };
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
                 connected: false,
@@ -172,10 +187,12 @@ impl Bridge {
             max_packet_size: config.max_packet_size,
             reaper_wake: Notify::new(),
             shrunk: Notify::new(),
+            link: watch::Sender::new(false),
+            broker,
         });
         info!(
-            host = %config.host,
-            port = config.port,
+            broker = %shared.broker,
+            tls = config.tls.is_some(),
             client_id = %config.client_id,
             qos = ?config.qos,
             "MQTT bridge starting"
@@ -289,6 +306,14 @@ impl BridgeHandle {
         self.inner.shared.lock().connected
     }
 
+    /// The connection state to watch: `true` from each CONNACK until the
+    /// connection is lost (as [`is_connected`](Self::is_connected)). The
+    /// receiver does not keep the bridge running; once the bridge is gone,
+    /// waiting on it returns an error.
+    pub fn connection(&self) -> watch::Receiver<bool> {
+        self.inner.shared.link.subscribe()
+    }
+
     /// Publishes accepted and not yet `Delivered` or `Expired`.
     pub fn outbox_depth(&self) -> usize {
         self.inner.shared.lock().outbox.len()
@@ -398,11 +423,22 @@ struct Shared {
     max_packet_size: usize,
     reaper_wake: Notify,
     shrunk: Notify,
+    /// `State::connected`, to watch ([`BridgeHandle::connection`]).
+    link: watch::Sender<bool>,
+    /// `host:port`, for log lines.
+    broker: String,
 }
 
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Sets `State::connected` and tells the watchers.
+    fn set_connected(&self, st: &mut State, up: bool) {
+        st.connected = up;
+        self.link
+            .send_if_modified(|link| std::mem::replace(link, up) != up);
     }
 
     /// Hands queued entries to rumqttc, oldest first, while connected and the
@@ -567,11 +603,11 @@ async fn run_bridge(
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
                 delay = delay_min;
                 let mut st = shared.lock();
-                st.connected = true;
+                shared.set_connected(&mut st, true);
                 let resend = st.queued.len();
                 shared.pump(&mut st, now);
                 drop(st);
-                info!(resend, "MQTT broker connected");
+                info!(broker = %shared.broker, resend, "MQTT broker connected");
                 out.push(BridgeEvent::Connected);
             }
             Ok(event) => {
@@ -590,10 +626,15 @@ async fn run_bridge(
                 let reason = connection_error_text(&e);
                 let was_connected = reset_after_error(&mut eventloop, &shared, now, &mut out);
                 if was_connected {
-                    warn!(%reason, "MQTT broker connection lost");
+                    warn!(broker = %shared.broker, %reason, "MQTT broker connection lost");
                     out.push(BridgeEvent::Disconnected { reason });
                 } else {
-                    warn!(%reason, retry_in = ?delay, "MQTT broker connection failed");
+                    warn!(
+                        broker = %shared.broker,
+                        %reason,
+                        retry_in = ?delay,
+                        "MQTT broker connection failed"
+                    );
                 }
                 send_all(&events, out).await;
                 tokio::select! {
@@ -628,7 +669,7 @@ fn reset_after_error(
     eventloop.state = MqttState::new(eventloop.mqtt_options.inflight(), false);
     st.requeue_all();
     let was_connected = st.connected;
-    st.connected = false;
+    shared.set_connected(&mut st, false);
     drop(st);
     if !out.is_empty() {
         shared.shrunk.notify_waiters();
@@ -636,8 +677,14 @@ fn reset_after_error(
     was_connected
 }
 
+/// `ConnectionError`'s text (it never contains our CONNECT packet), or for
+/// a TLS failure, what went wrong in plain words (an untrusted certificate,
+/// a refused client certificate).
 fn connection_error_text(e: &ConnectionError) -> String {
-    // `ConnectionError`'s texts never contain our CONNECT packet.
+    #[cfg(feature = "tls")]
+    if let Some(text) = crate::tls::describe(e) {
+        return text;
+    }
     e.to_string()
 }
 
@@ -671,7 +718,7 @@ async fn shutdown_connection(
     eventloop.network = None;
     let left = {
         let mut st = shared.lock();
-        st.connected = false;
+        shared.set_connected(&mut st, false);
         st.closing = true;
         st.queued.clear();
         st.handed.clear();

@@ -4,7 +4,7 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
-use crate::MqttError;
+use crate::{MqttError, TlsConfig};
 
 /// The MQTT quality of service the bridge publishes with.
 ///
@@ -73,6 +73,11 @@ pub struct BridgeConfig {
     /// Broker TCP port. Default 1883.
     #[cfg_attr(feature = "serde", serde(skip))]
     pub port: u16,
+    /// TLS to the broker (`mqtts://`); `None` (the default) for plain TCP.
+    /// Needs the cargo feature `tls` ([`validate`](Self::validate) answers
+    /// [`MqttError::TlsNotBuiltIn`] without it).
+    #[cfg_attr(feature = "serde", serde(skip))]
+    pub tls: Option<TlsConfig>,
     /// MQTT client id. Default `coapgate-<process id>`; not empty.
     pub client_id: String,
     /// Optional user name for the CONNECT packet.
@@ -113,18 +118,20 @@ fn seconds<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error>
 }
 
 /// A broker's address and credentials, parsed from an
-/// `mqtt://[user[:pass]@]host[:port]` URL.
+/// `mqtt://[user[:pass]@]host[:port]` or `mqtts://…` URL.
 ///
 /// Accepted: `mqtt://host`, `mqtt://host:port`, `mqtt://user:pass@host:port`,
 /// `mqtt://[::1]:1883`, optionally with a trailing `/`. The port defaults to
-/// 1883; user and password may be percent-encoded. `mqtts://` gives
-/// [`MqttError::TlsNotBuiltIn`]. Error texts never repeat the URL (it may
-/// hold a password), and neither does `Debug`. With the `serde` feature it
-/// deserializes from the URL text.
+/// 1883, for `mqtts://` to 8883; user and password may be percent-encoded.
+/// `mqtts://` (also `ssl://`, `tls://`) needs the cargo feature `tls`, and
+/// is [`MqttError::TlsNotBuiltIn`] without it. Error texts never repeat the
+/// URL (it may hold a password), and neither does `Debug`. With the `serde`
+/// feature it deserializes from the URL text.
 #[derive(Clone, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Deserialize))]
 #[cfg_attr(feature = "serde", serde(try_from = "String"))]
 pub struct BrokerUrl {
+    tls: bool,
     host: String,
     port: u16,
     username: Option<String>,
@@ -146,12 +153,28 @@ impl BrokerUrl {
     pub fn username(&self) -> Option<&str> {
         self.username.as_deref()
     }
+
+    /// The password, if the URL has one (or [`set_password`](Self::set_password) gave one).
+    pub fn password(&self) -> Option<&Password> {
+        self.password.as_ref()
+    }
+
+    /// Replaces the password (one from the environment, say).
+    pub fn set_password(&mut self, password: Option<Password>) {
+        self.password = password;
+    }
+
+    /// Whether the URL asks for TLS (`mqtts://`).
+    pub fn is_tls(&self) -> bool {
+        self.tls
+    }
 }
 
 impl fmt::Debug for BrokerUrl {
-    /// `BrokerUrl(mqtt://user:<redacted>@host:port)`.
+    /// `BrokerUrl(mqtt://user:<redacted>@host:port)` (`mqtts://` for TLS).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("BrokerUrl(mqtt://")?;
+        let scheme = if self.tls { "mqtts" } else { "mqtt" };
+        write!(f, "BrokerUrl({scheme}://")?;
         if let Some(user) = &self.username {
             let password = if self.password.is_some() {
                 ":<redacted>"
@@ -180,6 +203,7 @@ impl Default for BridgeConfig {
         BridgeConfig {
             host: "127.0.0.1".to_owned(),
             port: 1883,
+            tls: None,
             client_id: format!("coapgate-{}", std::process::id()),
             username: None,
             password: None,
@@ -226,10 +250,18 @@ impl BridgeConfig {
         Ok(config)
     }
 
-    /// Takes host, port and credentials from `url`.
+    /// Takes host, port and credentials from `url`, and whether to use TLS:
+    /// for an `mqtts://` URL, [`tls`](Self::tls) keeps the settings it has,
+    /// or becomes the default (the system's roots) when it has none; for
+    /// `mqtt://` it becomes `None`.
     pub fn set_broker(&mut self, url: &BrokerUrl) {
         self.host = url.host.clone();
         self.port = url.port;
+        if !url.tls {
+            self.tls = None;
+        } else if self.tls.is_none() {
+            self.tls = Some(TlsConfig::default());
+        }
         self.username = url.username.clone();
         self.password = url.password.clone();
     }
@@ -244,6 +276,9 @@ impl BridgeConfig {
         }
         if self.port == 0 {
             return bad("port", "is 0");
+        }
+        if cfg!(not(feature = "tls")) && self.tls.is_some() {
+            return Err(MqttError::TlsNotBuiltIn);
         }
         if self.client_id.is_empty() {
             return bad("client_id", "is empty");
@@ -287,11 +322,12 @@ impl FromStr for BrokerUrl {
         let (scheme, rest) = url
             .split_once("://")
             .ok_or_else(|| bad("expected mqtt://host[:port]"))?;
-        match scheme.to_ascii_lowercase().as_str() {
-            "mqtt" | "tcp" => {}
+        let tls = match scheme.to_ascii_lowercase().as_str() {
+            "mqtt" | "tcp" => false,
+            "mqtts" | "ssl" | "tls" if cfg!(feature = "tls") => true,
             "mqtts" | "ssl" | "tls" => return Err(MqttError::TlsNotBuiltIn),
-            _ => return Err(bad("scheme must be mqtt://")),
-        }
+            _ => return Err(bad("scheme must be mqtt:// or mqtts://")),
+        };
         let authority = match rest.find(['/', '?', '#']) {
             Some(i) if &rest[i..] == "/" => &rest[..i],
             Some(_) => return Err(bad("a path, query or fragment is not allowed")),
@@ -301,8 +337,9 @@ impl FromStr for BrokerUrl {
             Some((u, h)) => (Some(u), h),
             None => (None, authority),
         };
-        let (host, port) = split_host_port(hostport)?;
+        let (host, port) = split_host_port(hostport, if tls { 8883 } else { 1883 })?;
         let mut broker = BrokerUrl {
+            tls,
             host,
             port,
             username: None,
@@ -329,7 +366,7 @@ impl FromStr for BrokerUrl {
     }
 }
 
-fn split_host_port(hostport: &str) -> Result<(String, u16), MqttError> {
+fn split_host_port(hostport: &str, default_port: u16) -> Result<(String, u16), MqttError> {
     let bad = |why: &str| MqttError::InvalidUrl(why.to_owned());
     let (host, port) = if let Some(rest) = hostport.strip_prefix('[') {
         let (h, after) = rest
@@ -353,7 +390,7 @@ fn split_host_port(hostport: &str) -> Result<(String, u16), MqttError> {
         return Err(bad("host contains characters that are not allowed"));
     }
     let port = match port {
-        None => 1883,
+        None => default_port,
         Some(p) => match p.parse::<u16>() {
             Ok(p) if p != 0 => p,
             _ => return Err(bad("port must be a number from 1 to 65535")),
@@ -420,11 +457,67 @@ mod tests {
         assert_eq!(c.port, 1883);
     }
 
+    #[cfg(not(feature = "tls"))]
     #[test]
-    fn tls_is_a_clear_error() {
-        let e = BridgeConfig::from_url("mqtts://broker:8883").expect_err("no tls");
-        assert!(matches!(e, MqttError::TlsNotBuiltIn));
-        assert!(e.to_string().contains("TLS not built in"));
+    fn without_the_feature_tls_is_a_clear_error() {
+        for url in ["mqtts://broker:8883", "ssl://broker", "TLS://broker"] {
+            let e = BridgeConfig::from_url(url).expect_err("no tls");
+            assert!(matches!(e, MqttError::TlsNotBuiltIn), "{url}: {e:?}");
+            assert!(e.to_string().contains("TLS not built in"));
+        }
+        let c = BridgeConfig {
+            tls: Some(TlsConfig::default()),
+            ..BridgeConfig::default()
+        };
+        assert!(matches!(c.validate(), Err(MqttError::TlsNotBuiltIn)));
+    }
+
+    #[cfg(feature = "tls")]
+    #[test]
+    fn mqtts_defaults_to_port_8883_and_the_system_roots() {
+        let url: BrokerUrl = "mqtts://alice:pw@broker.example".parse().expect("valid");
+        assert!(url.is_tls());
+        assert_eq!(url.port(), 8883);
+        assert_eq!(
+            format!("{url:?}"),
+            "BrokerUrl(mqtts://alice:<redacted>@broker.example:8883)"
+        );
+        let c = BridgeConfig::from_url("mqtts://broker.example:9999").expect("valid");
+        assert_eq!(c.port, 9999);
+        assert_eq!(c.tls, Some(TlsConfig::default()));
+        assert!(c.validate().is_ok());
+        assert_eq!(
+            BridgeConfig::from_url("ssl://[::1]").expect("valid").port,
+            8883
+        );
+    }
+
+    #[test]
+    fn set_broker_turns_tls_on_and_off_with_the_scheme() {
+        let mut c = BridgeConfig::default();
+        c.set_broker(&"mqtt://h".parse().expect("valid"));
+        assert_eq!(c.tls, None);
+        if cfg!(feature = "tls") {
+            c.set_broker(&"mqtts://h".parse().expect("valid"));
+            assert_eq!(c.tls, Some(TlsConfig::default()));
+            c.set_broker(&"mqtt://h".parse().expect("valid"));
+            assert_eq!(c.tls, None, "plain again");
+        }
+    }
+
+    #[test]
+    fn a_password_can_be_set_afterwards() {
+        let mut url: BrokerUrl = "mqtt://alice@h".parse().expect("valid");
+        assert_eq!(url.password(), None);
+        url.set_password(Some(Password::new("from-env")));
+        assert_eq!(url.password().map(Password::expose), Some("from-env"));
+        let c = {
+            let mut c = BridgeConfig::default();
+            c.set_broker(&url);
+            c
+        };
+        assert_eq!(c.password.as_ref().map(Password::expose), Some("from-env"));
+        assert!(!format!("{url:?}{c:?}").contains("from-env"));
     }
 
     #[test]

@@ -10,9 +10,23 @@ pub enum MqttError {
     /// The broker URL could not be understood (the text says why; the URL itself is not repeated).
     #[error("invalid MQTT broker URL: {0}")]
     InvalidUrl(String),
-    /// `mqtts://` was asked for, but this build has no TLS support for the broker link.
-    #[error("TLS not built in: mqtts:// URLs are not supported by this build, use mqtt://")]
+    /// `mqtts://` (or a TLS setting) was asked for, but this build has no
+    /// TLS support for the broker link (coapgate-mqtt's cargo feature `tls`).
+    #[error(
+        "TLS not built in: mqtts:// URLs are not supported by this build \
+         (cargo feature `tls` of coapgate-mqtt), use mqtt://"
+    )]
     TlsNotBuiltIn,
+    /// A TLS setting of the broker link is not usable: a file that cannot
+    /// be read or parsed, a key that does not belong to its certificate, no
+    /// system roots. The text names the file, never a key's content.
+    #[error("invalid MQTT TLS configuration: {field}: {reason}")]
+    Tls {
+        /// The setting, as `[mqtt]` names it (`ca_file`, `cert_file`, `key_file`).
+        field: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// A configuration value is out of range.
     #[error("invalid MQTT configuration: {field}: {reason}")]
     InvalidConfig {

@@ -21,7 +21,7 @@ use coapgate_bootstrap::{PskFormat, PskRecord};
 use coapgate_dtls::{DtlsConfig, DtlsError};
 use coapgate_endpoint::{EndpointConfig, PayloadFormat};
 use coapgate_model::{Device, DeviceStatus, Iccid, Imsi};
-use coapgate_mqtt::{BridgeConfig, BrokerUrl, MqttError};
+use coapgate_mqtt::{BridgeConfig, BrokerUrl, MqttError, Password, TlsConfig};
 use coapgate_topic::TopicTemplates;
 use secrecy::ExposeSecret;
 pub use secrecy::SecretString;
@@ -163,13 +163,17 @@ impl Default for CoapsConfig {
 
 /// `[mqtt]`: which broker, and the bridge's link settings. Its `topic`,
 /// `topic_without_t` and `payload` go to the engine
-/// (`coap.engine.topics`, `coap.engine.payload_format`).
+/// (`coap.engine.topics`, `coap.engine.payload_format`). Its `ca_file`,
+/// `cert_file` and `key_file` (for an `mqtts://` url) are read and checked
+/// when the configuration is loaded, into `link.tls`; the environment
+/// variable [`MQTT_PASSWORD_ENV`] may hold the broker password instead of `url`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
 #[non_exhaustive]
 pub struct MqttConfig {
-    /// The broker, `mqtt://[user:pass@]host[:port]`; absent: start the
-    /// embedded broker and use it. `Debug` never shows the password.
+    /// The broker, `mqtt://[user:pass@]host[:port]` or `mqtts://…` (TLS,
+    /// port 8883 by default; with the cargo feature `tls`); absent: start
+    /// the embedded broker and use it. `Debug` never shows the password.
     pub url: Option<BrokerUrl>,
     /// Where the embedded broker listens (`127.0.0.1:1883`; an explicit
     /// port).
@@ -179,9 +183,83 @@ pub struct MqttConfig {
     pub connect_timeout: Duration,
     /// The bridge's configuration, defaults and rules: `client_id`, `qos`,
     /// `keep_alive`, `max_packet_size`; its outbox holds `coap.max_pending`
-    /// publishes. The broker's address comes from [`bridge`](Self::bridge).
+    /// publishes; its `tls` comes from `ca_file`, `cert_file` and
+    /// `key_file`. The broker's address comes from [`bridge`](Self::bridge).
     #[serde(skip)]
     pub link: BridgeConfig,
+}
+
+/// The environment variable that may hold the broker password (the user
+/// name stays in `[mqtt] url`). Empty counts as unset; a password in both
+/// places is an error.
+pub const MQTT_PASSWORD_ENV: &str = "COAPGATE_MQTT_PASSWORD";
+
+/// `[mqtt] ca_file`, `cert_file`, `key_file`: PEM files for an `mqtts://`
+/// broker, read into [`BridgeConfig::tls`] at load.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct TlsFiles {
+    ca_file: Option<PathBuf>,
+    cert_file: Option<PathBuf>,
+    key_file: Option<PathBuf>,
+}
+
+impl TlsFiles {
+    /// The first key given, dotted.
+    fn first_given(&self) -> Option<&'static str> {
+        [
+            ("mqtt.ca_file", &self.ca_file),
+            ("mqtt.cert_file", &self.cert_file),
+            ("mqtt.key_file", &self.key_file),
+        ]
+        .into_iter()
+        .find_map(|(key, value)| value.is_some().then_some(key))
+    }
+
+    /// Reads the files for an `mqtts://` url; refuses them for any other.
+    fn load(&self, url: Option<&BrokerUrl>) -> Result<Option<TlsConfig>, ConfigError> {
+        if !url.is_some_and(BrokerUrl::is_tls) {
+            return match self.first_given() {
+                Some(key) => Err(ConfigError::new(key, "needs an mqtts:// mqtt.url")),
+                None => Ok(None),
+            };
+        }
+        TlsConfig::from_pem_files(
+            self.ca_file.as_deref(),
+            self.cert_file.as_deref(),
+            self.key_file.as_deref(),
+        )
+        .map(Some)
+        .map_err(|e| match e {
+            MqttError::Tls { field, reason } => ConfigError::new(format!("mqtt.{field}"), reason),
+            other => ConfigError::new("mqtt.url", other),
+        })
+    }
+}
+
+/// The broker password from [`MQTT_PASSWORD_ENV`] (`env`: its value), into
+/// `url`. The password must be in one place only, and needs a user name.
+fn password_from_env(url: Option<&mut BrokerUrl>, env: Option<String>) -> Result<(), ConfigError> {
+    let Some(password) = env.filter(|p| !p.is_empty()) else {
+        return Ok(());
+    };
+    let refuse = |why: &str| {
+        Err(ConfigError::new(
+            "mqtt.url",
+            format!("{MQTT_PASSWORD_ENV} is set, but {why}"),
+        ))
+    };
+    let Some(url) = url else {
+        return refuse("there is no mqtt.url (the embedded broker takes no password)");
+    };
+    if url.username().is_none() {
+        return refuse("mqtt.url has no user name");
+    }
+    if url.password().is_some() {
+        return refuse("mqtt.url has a password too; give it in one place");
+    }
+    url.set_password(Some(Password::new(password)));
+    Ok(())
 }
 
 impl Default for MqttConfig {
@@ -469,6 +547,13 @@ impl TryFrom<toml::Table> for Config {
         }
         let mut link: BridgeConfig = mqtt.take()?;
         link.outbox_capacity = engine.max_pending;
+        let tls_files: TlsFiles = mqtt.take()?;
+        let mut mqtt_keys: MqttConfig = mqtt.take()?;
+        password_from_env(
+            mqtt_keys.url.as_mut(),
+            std::env::var(MQTT_PASSWORD_ENV).ok(),
+        )?;
+        link.tls = tls_files.load(mqtt_keys.url.as_ref())?;
         let dtls: DtlsConfig = coaps.take()?;
 
         let config = Config {
@@ -480,10 +565,7 @@ impl TryFrom<toml::Table> for Config {
                 dtls,
                 ..coaps.take()?
             },
-            mqtt: MqttConfig {
-                link,
-                ..mqtt.take()?
-            },
+            mqtt: MqttConfig { link, ..mqtt_keys },
             store: store.take()?,
             admin: admin.take()?,
             devices,
@@ -830,6 +912,50 @@ status = "ACTIVE"
         .to_string();
         assert!(err.starts_with("device.position: "), "{err}");
         assert!(err.contains("(device 8988280666000000000)"), "{err}");
+    }
+
+    #[test]
+    fn the_password_may_come_from_the_environment_in_one_place_only() {
+        let url = |text: &str| -> BrokerUrl { text.parse().unwrap() };
+        let env = |p: &str| Some(p.to_owned());
+
+        let mut u = url("mqtt://alice@h");
+        password_from_env(Some(&mut u), env("from-env")).unwrap();
+        assert_eq!(u.password().map(Password::expose), Some("from-env"));
+
+        // Unset or empty: the URL as it is.
+        for unset in [None, env("")] {
+            let mut u = url("mqtt://alice:in-url@h");
+            password_from_env(Some(&mut u), unset).unwrap();
+            assert_eq!(u.password().map(Password::expose), Some("in-url"));
+        }
+
+        for (mut u, why) in [
+            (Some(url("mqtt://alice:in-url@h")), "in one place"),
+            (Some(url("mqtt://h")), "no user name"),
+            (None, "embedded broker"),
+        ] {
+            let e = password_from_env(u.as_mut(), env("from-env")).unwrap_err();
+            assert_eq!(e.key(), "mqtt.url");
+            assert!(e.reason().contains(why), "{e}");
+            assert!(e.reason().contains(MQTT_PASSWORD_ENV), "{e}");
+            assert!(!e.to_string().contains("from-env"), "{e}");
+        }
+    }
+
+    #[test]
+    fn tls_files_need_an_mqtts_url() {
+        let files = TlsFiles {
+            cert_file: Some("/c.pem".into()),
+            ..TlsFiles::default()
+        };
+        let plain: BrokerUrl = "mqtt://h".parse().unwrap();
+        for url in [None, Some(&plain)] {
+            let e = files.load(url).unwrap_err();
+            assert_eq!(e.key(), "mqtt.cert_file", "{e}");
+            assert!(e.reason().contains("mqtts://"), "{e}");
+        }
+        assert_eq!(TlsFiles::default().load(Some(&plain)), Ok(None));
     }
 
     #[test]

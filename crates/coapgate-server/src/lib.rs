@@ -14,7 +14,8 @@
 //!
 //! Without `[mqtt] url`, the server starts an embedded broker (rumqttd)
 //! when built with the cargo feature `embedded-broker` (the `coapgate`
-//! binary is), and refuses to start otherwise.
+//! binary is), and refuses to start otherwise. An `mqtts://` url needs
+//! the cargo feature `tls` (the binary has it too).
 //!
 //! Or bind first to learn the addresses (port 0 picks a free one), then serve:
 //! [`Server::bind`], [`Server::coap_addr`], [`Server::serve`]; or run it on a
@@ -55,8 +56,8 @@ use tokio::sync::mpsc;
 pub use background::BackgroundServer;
 pub use coapgate_endpoint::PayloadFormat;
 pub use config::{
-    AdminConfig, CoapConfig, CoapsConfig, Config, ConfigError, DeviceSeed, MqttConfig,
-    PositionSeed, SecretString, StoreConfig,
+    AdminConfig, CoapConfig, CoapsConfig, Config, ConfigError, DeviceSeed, MQTT_PASSWORD_ENV,
+    MqttConfig, PositionSeed, SecretString, StoreConfig,
 };
 
 /// Why the server could not start or stopped.
@@ -108,7 +109,8 @@ pub struct Server {
     metrics: MetricsHandle,
     admin: tokio::net::TcpListener,
     admin_addr: SocketAddr,
-    /// `/healthz`: every listener bound and the store open.
+    /// `/healthz`: every listener bound, the store open, and the broker
+    /// connected at least once (docs/decisions.md).
     ready: Arc<AtomicBool>,
     #[cfg(feature = "embedded-broker")]
     _broker: Option<EmbeddedBroker>,
@@ -206,7 +208,9 @@ impl Server {
         .await
         .unwrap_or(false);
         if !connected {
-            tracing::warn!("MQTT broker not reachable yet; telemetry gets 5.02 until it is");
+            tracing::warn!(
+                "MQTT broker not reachable yet; telemetry gets 5.02 and /healthz 503 until it is"
+            );
         }
 
         let coap = udp::bind_any_family(
@@ -241,7 +245,7 @@ impl Server {
         Ok(Self {
             admin,
             admin_addr,
-            ready: Arc::new(AtomicBool::new(true)),
+            ready: Arc::new(AtomicBool::new(connected)),
             scrapes,
             metrics: MetricsHandle {
                 scrapes: scrapes_tx,
@@ -299,6 +303,16 @@ impl Server {
             .with_registrations(Arc::new(store.clone()))
             .with_templates(Arc::new(move || templates.active_template()));
         endpoint.handle_broker_state(self.bridge.is_connected());
+        // Not ready until the broker has connected once (bind waited for it).
+        let broker_ready = (!self.ready.load(Ordering::Acquire)).then(|| {
+            let mut link = self.bridge.connection();
+            let ready = self.ready.clone();
+            tokio::spawn(async move {
+                if link.wait_for(|up| *up).await.is_ok() {
+                    ready.store(true, Ordering::Release);
+                }
+            })
+        });
         let (writer, store_results) = writer::StoreWriter::start(store.clone())?;
         let driver = driver::Driver {
             gateway: Gateway::new(endpoint, self.dtls),
@@ -337,6 +351,9 @@ impl Server {
             }
         });
         driver.run(shutdown).await;
+        if let Some(task) = broker_ready {
+            task.abort();
+        }
         self.ready.store(false, Ordering::Relaxed);
         let _ = admin_stop.send(());
         let _ = tokio::time::timeout(Duration::from_secs(2), api).await;

@@ -45,7 +45,12 @@ mqtt.topic = "a/#"                                  => mqtt.topic: '#'
 mqtt.topic = "{iccid}/{x}"                          => mqtt.topic: unknown placeholder
 mqtt.topic_without_t = "{iccid}/{t}"                => mqtt.topic_without_t: {t}
 mqtt.payload = "xml"                                => mqtt.payload: xml
-mqtt.url = "mqtts://broker:8883"                    => mqtt.url: TLS
+mqtt.ca_file = "/etc/ssl/ca.pem"                    => mqtt.ca_file: needs an mqtts://
+mqtt = { url = "mqtt://h", key_file = "/k.pem" }    => mqtt.key_file: needs an mqtts://
+mqtt = { url = "mqtts://h", ca_file = "/no/ca.pem" } => mqtt.ca_file: cannot read /no/ca.pem
+mqtt = { url = "mqtts://h", cert_file = "/c.pem" }  => mqtt.key_file: required with cert_file
+mqtt = { url = "mqtts://h", key_file = "/k.pem" }   => mqtt.cert_file: required with key_file
+mqtt.cert_file = 5                                  => mqtt.cert_file: integer
 mqtt.url = "http://u:secret@h"                      => mqtt.url: scheme
 mqtt.url = "mqtt://u:secret@h:0"                    => mqtt.url: port
 mqtt.embedded_bind = "127.0.0.1:0"                  => mqtt.embedded_bind: explicit port
@@ -90,7 +95,7 @@ fn each_invalid_value_is_refused_naming_its_key() {
         assert!(!err.to_string().contains("secret"), "no secret: {err}");
         count += 1;
     }
-    assert_eq!(count, 57, "every line is a case");
+    assert_eq!(count, 62, "every line is a case");
     let twice = format!("{DEVICE}{}", DEVICE.replace("000\"", "001\""));
     assert_eq!(Config::from_toml(&twice).unwrap_err().key(), "device.ip");
 }
@@ -192,4 +197,80 @@ fn a_configuration_changed_after_loading_is_checked_again() {
     let mut config = Config::default();
     config.coap.engine.max_payload = 10;
     assert_eq!(config.validate().unwrap_err().key(), "coap.max_payload");
+}
+
+/// `[mqtt]` for an mqtts:// broker with these files (TOML literal strings).
+fn mqtts(files: &[(&str, &std::path::Path)]) -> String {
+    let mut toml = "[mqtt]\nurl = \"mqtts://gw@127.0.0.1\"\n".to_owned();
+    for (key, path) in files {
+        toml.push_str(&format!("{key} = '{}'\n", path.display()));
+    }
+    toml
+}
+
+#[test]
+fn tls_files_are_read_and_checked_at_load() {
+    let pki = coapgate_testkit::TestPki::generate("server-config");
+    let config = Config::from_toml(&mqtts(&[
+        ("ca_file", &pki.ca),
+        ("cert_file", &pki.client_cert),
+        ("key_file", &pki.client_key),
+    ]))
+    .unwrap();
+    let tls = config.mqtt.link.tls.clone().expect("TLS from the files");
+    let bridge = config.mqtt.bridge(None);
+    assert_eq!(bridge.port, 8883, "the mqtts:// default port");
+    assert_eq!(bridge.tls.as_ref(), Some(&tls), "the files' settings, kept");
+    let debug = format!("{config:?}");
+    assert!(
+        debug.contains("ca.pem") && debug.contains("client.pem"),
+        "{debug}"
+    );
+    let key = std::fs::read_to_string(&pki.client_key).unwrap();
+    let body: String = key.lines().filter(|l| !l.starts_with("-----")).collect();
+    assert!(!debug.contains(&body[..16]), "no key in Debug: {debug}");
+
+    // Each broken file is named by its key.
+    let not_pem = pki.dir.join("not.pem");
+    std::fs::write(&not_pem, "hello\n").unwrap();
+    for (files, key, why) in [
+        (
+            vec![("ca_file", &not_pem)],
+            "mqtt.ca_file",
+            "no PEM CERTIFICATE",
+        ),
+        (
+            vec![
+                ("ca_file", &pki.ca),
+                ("cert_file", &not_pem),
+                ("key_file", &pki.client_key),
+            ],
+            "mqtt.cert_file",
+            "no PEM CERTIFICATE",
+        ),
+        (
+            vec![
+                ("ca_file", &pki.ca),
+                ("cert_file", &pki.client_cert),
+                ("key_file", &not_pem),
+            ],
+            "mqtt.key_file",
+            "no PEM private key",
+        ),
+        (
+            vec![
+                ("ca_file", &pki.ca),
+                ("cert_file", &pki.client_cert),
+                ("key_file", &pki.server_key),
+            ],
+            "mqtt.key_file",
+            "does not belong to the certificate",
+        ),
+    ] {
+        let files: Vec<(&str, &std::path::Path)> =
+            files.iter().map(|(k, p)| (*k, p.as_path())).collect();
+        let err = Config::from_toml(&mqtts(&files)).unwrap_err();
+        assert_eq!(err.key(), key, "{err}");
+        assert!(err.reason().contains(why), "{err}");
+    }
 }

@@ -2,7 +2,8 @@
 //! bounded in time:
 //!
 //! - [`Mosquitto`]: a broker process on a free port, stoppable and
-//!   restartable on the same port;
+//!   restartable on the same port, optionally with a TLS listener beside
+//!   the plain one ([`Mosquitto::start_tls`], certificates from [`TestPki`]);
 //! - [`MosquittoSub`]: Mosquitto's own `mosquitto_sub` on `#`, recording
 //!   every message it receives;
 //! - [`coap_client`]: libcoap's `coap-client-*` binaries, returning the
@@ -109,11 +110,99 @@ pub fn temp_dir(name: &str) -> PathBuf {
     dir
 }
 
+/// A throw-away PKI for TLS tests, as PEM files in a fresh directory
+/// (removed on drop): a CA, a server certificate for `127.0.0.1`, `::1` and
+/// `localhost` and a client certificate, both signed by that CA, and a
+/// second CA that signed nothing (the wrong one to trust). ECDSA P-256 keys
+/// in PKCS#8.
+pub struct TestPki {
+    /// The directory holding the files.
+    pub dir: PathBuf,
+    /// The CA's certificate.
+    pub ca: PathBuf,
+    /// The server's certificate.
+    pub server_cert: PathBuf,
+    /// The server's key.
+    pub server_key: PathBuf,
+    /// The client's certificate.
+    pub client_cert: PathBuf,
+    /// The client's key.
+    pub client_key: PathBuf,
+    /// A CA certificate unrelated to the others.
+    pub other_ca: PathBuf,
+}
+
+impl TestPki {
+    /// Generates the certificates and writes them.
+    pub fn generate(name: &str) -> Self {
+        use rcgen::{
+            BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
+            KeyPair, KeyUsagePurpose,
+        };
+        let dir = temp_dir(&format!("pki-{name}"));
+        let write = |file: &str, pem: String| {
+            let path = dir.join(file);
+            std::fs::write(&path, pem).unwrap();
+            path
+        };
+        let ca = |cn: &str| {
+            let key = KeyPair::generate().unwrap();
+            let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+            params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+            params.distinguished_name.push(DnType::CommonName, cn);
+            params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+            let cert = params.self_signed(&key).unwrap();
+            (cert.pem(), Issuer::new(params, key))
+        };
+        let (ca_pem, issuer) = ca("coapgate test CA");
+        let (other_pem, _) = ca("coapgate unrelated CA");
+        let leaf = |cn: &str, names: &[&str], purpose: ExtendedKeyUsagePurpose| {
+            let key = KeyPair::generate().unwrap();
+            let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
+            let mut params = CertificateParams::new(names).unwrap();
+            params.distinguished_name.push(DnType::CommonName, cn);
+            params.extended_key_usages = vec![purpose];
+            let cert = params.signed_by(&key, &issuer).unwrap();
+            (cert.pem(), key.serialize_pem())
+        };
+        let (server_cert, server_key) = leaf(
+            "127.0.0.1",
+            &["127.0.0.1", "::1", "localhost"],
+            ExtendedKeyUsagePurpose::ServerAuth,
+        );
+        let (client_cert, client_key) = leaf(
+            "coapgate test client",
+            &[],
+            ExtendedKeyUsagePurpose::ClientAuth,
+        );
+        TestPki {
+            ca: write("ca.pem", ca_pem),
+            other_ca: write("other-ca.pem", other_pem),
+            server_cert: write("server.pem", server_cert),
+            server_key: write("server-key.pem", server_key),
+            client_cert: write("client.pem", client_cert),
+            client_key: write("client-key.pem", client_key),
+            dir,
+        }
+    }
+}
+
+impl Drop for TestPki {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
 /// A Mosquitto broker process on 127.0.0.1, killed on drop.
 pub struct Mosquitto {
     binary: PathBuf,
     /// The port it listens on; the same across [`Mosquitto::restart`].
     pub port: u16,
+    /// The port of its TLS listener ([`Mosquitto::start_tls`]).
+    pub tls_port: Option<u16>,
+    /// The TLS listener's files: CA, certificate, key, and whether a
+    /// client certificate is required.
+    tls: Option<(PathBuf, PathBuf, PathBuf, bool)>,
     dir: PathBuf,
     persistent: bool,
     child: Option<Child>,
@@ -133,11 +222,38 @@ impl Mosquitto {
         Self::start_with(test, true)
     }
 
+    /// Like [`start`](Self::start), with a second listener on
+    /// [`tls_port`](Self::tls_port) speaking TLS with `pki`'s server
+    /// certificate, and trusting `pki`'s CA for client certificates, which
+    /// it demands when `require_client_certificate`. The plain listener
+    /// stays (for [`MosquittoSub`]).
+    pub fn start_tls(test: &str, pki: &TestPki, require_client_certificate: bool) -> Option<Self> {
+        let binary = require("mosquitto", test)?;
+        let mut m = Mosquitto {
+            binary,
+            port: free_tcp_port(),
+            tls_port: Some(free_tcp_port()),
+            tls: Some((
+                pki.ca.clone(),
+                pki.server_cert.clone(),
+                pki.server_key.clone(),
+                require_client_certificate,
+            )),
+            dir: temp_dir("mosquitto"),
+            persistent: false,
+            child: None,
+        };
+        m.spawn();
+        Some(m)
+    }
+
     fn start_with(test: &str, persistent: bool) -> Option<Self> {
         let binary = require("mosquitto", test)?;
         let mut m = Mosquitto {
             binary,
             port: free_tcp_port(),
+            tls_port: None,
+            tls: None,
             dir: temp_dir("mosquitto"),
             persistent,
             child: None,
@@ -161,6 +277,14 @@ impl Mosquitto {
                 self.dir.display()
             ));
         }
+        if let (Some(port), Some((ca, cert, key, require))) = (self.tls_port, &self.tls) {
+            text.push_str(&format!(
+                "listener {port} 127.0.0.1\ncafile {}\ncertfile {}\nkeyfile {}\nrequire_certificate {require}\n",
+                ca.display(),
+                cert.display(),
+                key.display()
+            ));
+        }
         std::fs::write(&conf, text).unwrap();
         let child = Command::new(&self.binary)
             .arg("-c")
@@ -171,17 +295,23 @@ impl Mosquitto {
             .spawn()
             .unwrap();
         self.child = Some(child);
-        assert!(
-            wait_for_tcp(self.port, Duration::from_secs(5)),
-            "mosquitto did not listen on {} within 5 s: {}",
-            self.port,
-            self.log()
-        );
+        for port in [Some(self.port), self.tls_port].into_iter().flatten() {
+            assert!(
+                wait_for_tcp(port, Duration::from_secs(5)),
+                "mosquitto did not listen on {port} within 5 s: {}",
+                self.log()
+            );
+        }
     }
 
     /// `mqtt://127.0.0.1:PORT`.
     pub fn url(&self) -> String {
         format!("mqtt://127.0.0.1:{}", self.port)
+    }
+
+    /// `mqtts://127.0.0.1:TLS_PORT`, for a broker from [`start_tls`](Self::start_tls).
+    pub fn tls_url(&self) -> String {
+        format!("mqtts://127.0.0.1:{}", self.tls_port.unwrap())
     }
 
     /// The broker's log so far.
