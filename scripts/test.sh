@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Runs every check and test of coapgate on a fresh machine: installs the real
-# peers the integration tests talk to (Mosquitto, libcoap's coap-client) and
-# cargo-fuzz, then formatting, lints, a short run of every fuzz target, and
-# the whole test suite.
+# peers the integration tests talk to (Mosquitto, libcoap's coap-client),
+# promtool for the deployment files' checks, and cargo-fuzz, then formatting,
+# lints, a short run of every fuzz target, and the whole test suite.
 #
 #   ./scripts/test.sh              everything
 #   FUZZ_SECONDS=0 ./scripts/test.sh   skip the fuzz smoke runs
@@ -34,11 +34,23 @@ if [ ${#need[@]} -gt 0 ]; then
   as_root apt-get update -qq
   DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "${need[@]}" >/dev/null
 fi
-# A packaged mosquitto may start a system broker on 1883; the tests start
-# their own on free ports and the embedded broker defaults to 1883.
-if command -v service >/dev/null && service mosquitto status >/dev/null 2>&1; then
-  as_root service mosquitto stop >/dev/null 2>&1 || true
+# promtool (Debian's `prometheus` package) checks and unit-tests the alerting
+# rules in deploy/prometheus (crates/coapgate-testkit/tests/deploy.rs). Without
+# recommends: they would add node-exporter and its collectors.
+if ! command -v promtool >/dev/null; then
+  echo "== installing prometheus (for promtool)"
+  as_root apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends \
+    prometheus >/dev/null
 fi
+# A packaged mosquitto may start a system broker on 1883; the tests start
+# their own on free ports and the embedded broker defaults to 1883. The
+# prometheus package may start a server on 9090, which nothing here needs.
+for service in mosquitto prometheus; do
+  if command -v service >/dev/null && service "$service" status >/dev/null 2>&1; then
+    as_root service "$service" stop >/dev/null 2>&1 || true
+  fi
+done
 # Larger UDP receive buffers (docs/configuration.md); best effort.
 as_root sysctl -q -w net.core.rmem_max=8388608 >/dev/null 2>&1 || true
 
