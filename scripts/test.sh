@@ -19,7 +19,7 @@ as_root() {
 }
 
 # 1. Peers: Mosquitto (broker, mosquitto_sub/_pub), libcoap's clients,
-# OpenSSL's s_client, the sqlite3 shell.
+# OpenSSL's s_client, the sqlite3 shell, PostgreSQL's server binaries.
 need=()
 command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)
 command -v mosquitto_sub >/dev/null || need+=(mosquitto-clients)
@@ -28,6 +28,9 @@ command -v openssl >/dev/null || need+=(openssl)
 # The store tests hold a lock on a database file from another process.
 command -v sqlite3 >/dev/null || need+=(sqlite3)
 command -v pkg-config >/dev/null || need+=(pkg-config)
+# The store tests run on PostgreSQL too: initdb/pg_ctl/psql from Debian's
+# /usr/lib/postgresql/N/bin (coapgate-testkit's Postgres starts its own).
+compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need+=(postgresql)
 if ! pkg-config --exists openssl 2>/dev/null; then need+=(libssl-dev); fi
 if [ ${#need[@]} -gt 0 ]; then
   echo "== installing ${need[*]}"
@@ -38,6 +41,11 @@ fi
 # their own on free ports and the embedded broker defaults to 1883.
 if command -v service >/dev/null && service mosquitto status >/dev/null 2>&1; then
   as_root service mosquitto stop >/dev/null 2>&1 || true
+fi
+# Likewise the packaged PostgreSQL cluster (5432): the tests start their own
+# servers on free ports and want no shared state.
+if command -v service >/dev/null && service postgresql status >/dev/null 2>&1; then
+  as_root service postgresql stop >/dev/null 2>&1 || true
 fi
 # Larger UDP receive buffers (docs/configuration.md); best effort.
 as_root sysctl -q -w net.core.rmem_max=8388608 >/dev/null 2>&1 || true
