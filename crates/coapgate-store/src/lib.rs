@@ -1,5 +1,6 @@
-//! The coapgate device registry and PSK records: SQLite by default, in
-//! memory for tests.
+//! The coapgate device registry and PSK records: SQLite by default,
+//! PostgreSQL for several instances sharing one registry, in memory for
+//! tests.
 //!
 //! The endpoint identifies a device by the source IP of its SIM on every
 //! datagram (spec.md §2.1 step 3), so that lookup never touches the database:
@@ -41,14 +42,37 @@
 //! | `sqlite://coapgate.db` | the file `coapgate.db` relative to the process's working directory |
 //! | `sqlite:///var/lib/coapgate.db` | the absolute path `/var/lib/coapgate.db` |
 //! | `sqlite::memory:`, `memory://` | a private in-memory SQLite database; nothing is persisted |
-//! | `postgres://…` | planned; [`StoreError::Unsupported`] for now |
+//! | `postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE[?…]` | PostgreSQL (also `postgresql://`; cargo feature `postgres`, on by default) |
 //!
 //! The in-memory store is the same code on SQLite's `:memory:` database, so
 //! tests exercise exactly what production runs. File databases use WAL
 //! journaling, SQLite's default `synchronous=FULL` (a write that returned is
 //! on disk), and a busy timeout of [`BUSY_TIMEOUT`]. The parent directory
-//! must exist; it is not created. One coapgate process owns a database:
-//! another process writing to it would not update this process's view.
+//! must exist; it is not created. One coapgate process owns a SQLite
+//! database: another process writing to it would not update this process's
+//! view.
+//!
+//! ## PostgreSQL
+//!
+//! The same schema, API, errors and views, on the blocking `postgres`
+//! client. The password comes from the URL or, when it has none, from the
+//! environment variable `COAPGATE_STORE_PASSWORD`; it is never logged or put
+//! into an error. Query parameters: `sslmode` (`disable`, `prefer` — the
+//! default —, `require`; TLS is rustls with ring and always verifies the
+//! server's certificate and host name, against `sslrootcert=FILE` or the
+//! system's roots), `pool_size` (connections for the admin API and reads,
+//! 1–64, default 4; the engine's writes have one more of their own), and
+//! the client's own (`connect_timeout`, `application_name`, `options`, …).
+//!
+//! Several processes may share one database: migrations run under an
+//! advisory lock, [`Store::bootstrap`] locks the device's row so two
+//! processes never hand out two PSKs for one device, and
+//! [`Store::resync`] reloads this process's views with what others wrote.
+//! While the server cannot be reached every call fails at once with
+//! [`StoreError::Busy`] (the views keep answering); the next call after it
+//! is back opens a new connection. A connection lost during `COMMIT` leaves
+//! that write's outcome unknown (reported as `Busy`): the engine's writes
+//! are safe to repeat.
 //!
 //! # Addresses
 //!
@@ -62,19 +86,22 @@
 //! # Blocking
 //!
 //! Every [`Store`] method is synchronous and may wait for the database
-//! (a disk write, or up to [`BUSY_TIMEOUT`] for a lock, then
-//! [`StoreError::Busy`]). Never call one on an event loop: from async code
+//! (a disk write or a round trip, or up to [`BUSY_TIMEOUT`] for a lock,
+//! then [`StoreError::Busy`]). Never call one on an event loop: from async code
 //! use `tokio::task::spawn_blocking` or a thread of its own (the server runs
 //! the engine's writes on a writer thread). The in-memory views —
 //! [`DeviceView`], [`PskKeys`], registrations, latest positions, the active
 //! template — never wait for the database and are what the hot path reads.
 //! A file database has two connections: one for the engine's writes, one
-//! for everything else (the admin API).
+//! for everything else (the admin API); PostgreSQL has a connection for the
+//! engine's writes and a pool for everything else.
 //!
 //! # Schema
 //!
-//! Versioned migrations are embedded in the crate (`migrations/NNNN_*.sql`)
-//! and tracked in `PRAGMA user_version`; [`open`] applies the missing ones, so
+//! Versioned migrations are embedded in the crate (`migrations/sqlite/` and
+//! `migrations/postgres/`, in step) and tracked in `PRAGMA user_version`
+//! (PostgreSQL: the table `coapgate_schema`); [`open`] applies the missing
+//! ones, so
 //! later features (PSKs, positions, templates, a first-seen flag) arrive as
 //! additive migrations. A database from a newer build is refused
 //! ([`StoreError::SchemaTooNew`]). Foreign keys are enforced.
@@ -165,6 +192,12 @@ pub fn open(url: &str) -> Result<Store, StoreError> {
         "store open"
     );
     Ok(store)
+}
+
+/// A store URL as it may be shown: any password replaced by `***` (the
+/// `user:password@` part and any `password=` parameter).
+pub fn redacted_url(url: &str) -> String {
+    url::redact(url)
 }
 
 /// What [`Store::put_device`] did.

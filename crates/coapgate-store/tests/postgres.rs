@@ -460,3 +460,18 @@ fn the_test_server_restarts_with_its_data() {
     let store: Store = coapgate_store::open(&url).unwrap();
     assert_eq!(store.directory().len(), 1);
 }
+
+/// The server drops its last `Store` inside its async main task; the
+/// blocking client's connections must not be closed on that thread.
+#[test]
+fn a_store_may_be_dropped_on_an_async_runtime() {
+    let Some(db) = postgres("a_store_may_be_dropped_on_an_async_runtime") else {
+        return;
+    };
+    let store = db.open();
+    store.put_device(device(1)).unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    runtime.block_on(async move { drop(store) });
+}

@@ -142,6 +142,25 @@ impl Pool {
     }
 }
 
+impl Drop for Pool {
+    /// Closes the idle connections on a thread of their own: closing one
+    /// blocks on its own small runtime, which panics on a thread that is
+    /// driving a tokio runtime — where the last clone of a `Store` may well
+    /// be dropped (the server's main task at shutdown).
+    fn drop(&mut self) {
+        let idle = std::mem::take(&mut self.state().idle);
+        if idle.is_empty() {
+            return;
+        }
+        let closing = std::thread::Builder::new()
+            .name("coapgate-store-close".into())
+            .spawn(move || drop(idle));
+        if let Err(e) = closing {
+            tracing::warn!(error = %e, "cannot close the store's connections");
+        }
+    }
+}
+
 impl Lease<'_> {
     pub(crate) fn conn(&mut self) -> &mut Conn {
         match &mut self.conn {
