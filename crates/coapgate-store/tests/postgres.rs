@@ -475,3 +475,129 @@ fn a_store_may_be_dropped_on_an_async_runtime() {
         .unwrap();
     runtime.block_on(async move { drop(store) });
 }
+
+/// A CA and a server certificate for `localhost` and 127.0.0.1 (openssl's
+/// command line), in `dir`: `ca.pem`, `server.crt`, `server.key`.
+fn certificates(dir: &std::path::Path, test: &str) -> Option<()> {
+    let openssl = coapgate_testkit::require("openssl", test)?;
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(&openssl)
+            .current_dir(dir)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    run(&[
+        &["req", "-x509"][..],
+        &ec,
+        &[
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=coapgate test CA",
+        ],
+    ]
+    .concat());
+    run(&[
+        &["req"][..],
+        &ec,
+        &[
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=localhost",
+        ],
+    ]
+    .concat());
+    std::fs::write(
+        dir.join("san.ext"),
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\n",
+    )
+    .unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.crt",
+        "-days",
+        "1",
+        "-extfile",
+        "san.ext",
+    ]);
+    Some(())
+}
+
+#[test]
+fn tls_verifies_the_server_against_sslrootcert() {
+    let test = "tls_verifies_the_server_against_sslrootcert";
+    let Some(db) = postgres(test) else {
+        return;
+    };
+    let certs = tempfile::tempdir().unwrap();
+    let other = tempfile::tempdir().unwrap();
+    if certificates(certs.path(), test).is_none() || certificates(other.path(), test).is_none() {
+        return;
+    }
+    let pg = match &db {
+        Db::Postgres { server, .. } => server,
+        Db::Sqlite { .. } => unreachable!(),
+    };
+    pg.enable_tls(
+        &certs.path().join("server.crt"),
+        &certs.path().join("server.key"),
+    );
+    let with = |mode: &str, root: &std::path::Path| {
+        db.url().replace(
+            "sslmode=disable",
+            &format!(
+                "sslmode={mode}&sslrootcert={}&application_name=tls-{mode}",
+                root.display()
+            ),
+        )
+    };
+    // The server's CA: an encrypted connection.
+    let store = coapgate_store::open(&with("require", &certs.path().join("ca.pem"))).unwrap();
+    store.put_device(device(1)).unwrap();
+    assert_eq!(
+        pg.psql(
+            "coapgate",
+            "SELECT bool_and(s.ssl) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) WHERE a.application_name = 'tls-require'"
+        ),
+        "t"
+    );
+    // Another CA: refused, under require and under prefer alike (no
+    // fallback to an unverified or a plain connection).
+    for mode in ["require", "prefer", "verify-full"] {
+        let error = coapgate_store::open(&with(mode, &other.path().join("ca.pem"))).unwrap_err();
+        assert!(
+            matches!(error, StoreError::Connect { .. }),
+            "{mode}: {error:?}"
+        );
+        assert!(!error.is_transient(), "{mode}: {error:?}");
+    }
+}

@@ -207,6 +207,37 @@ impl Postgres {
         self.running = false;
     }
 
+    /// Turns TLS on with this certificate chain and key (PEM files), which
+    /// are copied into the data directory; takes effect at once (a reload).
+    pub fn enable_tls(&self, cert: &Path, key: &Path) {
+        let data = self.data();
+        for (from, to) in [(cert, "server.crt"), (key, "server.key")] {
+            std::fs::copy(from, data.join(to)).unwrap();
+            if let Some(user) = self.user {
+                Command::new("chown")
+                    .arg(format!("{user}:"))
+                    .arg(data.join(to))
+                    .status()
+                    .unwrap();
+            }
+            Command::new("chmod")
+                .arg("600")
+                .arg(data.join(to))
+                .status()
+                .unwrap();
+        }
+        self.psql("postgres", "ALTER SYSTEM SET ssl = on");
+        self.psql("postgres", "SELECT pg_reload_conf()");
+        // The reload is asynchronous: wait until the server says it is on.
+        for _ in 0..100 {
+            if self.psql("postgres", "SHOW ssl") == "on" {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("PostgreSQL did not turn TLS on: {}", self.log());
+    }
+
     /// `postgres://postgres:PASSWORD@127.0.0.1:PORT/DATABASE?sslmode=disable`.
     pub fn url(&self, database: &str) -> String {
         format!(

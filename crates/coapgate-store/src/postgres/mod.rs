@@ -86,8 +86,18 @@ pub(crate) fn is_transient_source(source: &BoxError) -> bool {
         .is_some_and(is_transient)
 }
 
+/// An I/O failure of the connection (refused, reset, timed out, closed):
+/// not one that carries invalid data, as a TLS certificate that does not
+/// verify does (tokio-rustls reports it as an `InvalidData` I/O error).
 fn io_failure(e: &postgres::Error) -> bool {
-    std::error::Error::source(e).is_some_and(|s| s.is::<std::io::Error>())
+    std::error::Error::source(e)
+        .and_then(|s| s.downcast_ref::<std::io::Error>())
+        .is_some_and(|io| {
+            !matches!(
+                io.kind(),
+                std::io::ErrorKind::InvalidData | std::io::ErrorKind::InvalidInput
+            )
+        })
 }
 
 /// The client's error inside a store error, if it came from the database.
