@@ -19,7 +19,7 @@ as_root() {
 }
 
 # 1. Peers: Mosquitto (broker, mosquitto_sub/_pub), libcoap's clients,
-# OpenSSL's s_client, the sqlite3 shell.
+# OpenSSL's s_client, the sqlite3 shell, PostgreSQL's server binaries.
 need=()
 command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)
 command -v mosquitto_sub >/dev/null || need+=(mosquitto-clients)
@@ -28,6 +28,9 @@ command -v openssl >/dev/null || need+=(openssl)
 # The store tests hold a lock on a database file from another process.
 command -v sqlite3 >/dev/null || need+=(sqlite3)
 command -v pkg-config >/dev/null || need+=(pkg-config)
+# The store tests run on PostgreSQL too: initdb/pg_ctl/psql from Debian's
+# /usr/lib/postgresql/N/bin (coapgate-testkit's Postgres starts its own).
+compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need+=(postgresql)
 if ! pkg-config --exists openssl 2>/dev/null; then need+=(libssl-dev); fi
 if [ ${#need[@]} -gt 0 ]; then
   echo "== installing ${need[*]}"
@@ -43,10 +46,11 @@ if ! command -v promtool >/dev/null; then
   DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends \
     prometheus >/dev/null
 fi
-# A packaged mosquitto may start a system broker on 1883; the tests start
-# their own on free ports and the embedded broker defaults to 1883. The
-# prometheus package may start a server on 9090, which nothing here needs.
-for service in mosquitto prometheus; do
+# Packaged services may start with their packages: a mosquitto on 1883 (the
+# embedded broker's default port), a prometheus on 9090, a PostgreSQL
+# cluster on 5432. The tests start their own on free ports and want no
+# shared state, so stop them.
+for service in mosquitto prometheus postgresql; do
   if command -v service >/dev/null && service "$service" status >/dev/null 2>&1; then
     as_root service "$service" stop >/dev/null 2>&1 || true
   fi

@@ -24,10 +24,10 @@ pub enum StoreError {
         /// What is wrong with it.
         reason: &'static str,
     },
-    /// The URL names a backend that is planned but not built yet
-    /// (`postgres://`).
+    /// The URL names a backend this build leaves out (`postgres://` without
+    /// coapgate-store's `postgres` cargo feature).
     #[error(
-        "store backend `{backend}` is not supported yet (planned); use sqlite://FILE or memory://"
+        "store backend `{backend}` is not built into this coapgate (cargo feature `{backend}` of coapgate-store); use sqlite://FILE or memory://"
     )]
     Unsupported {
         /// The backend, as its URL scheme spells it.
@@ -41,6 +41,18 @@ pub enum StoreError {
         /// to the working directory).
         path: PathBuf,
         /// Why SQLite refused.
+        #[source]
+        source: BoxError,
+    },
+    /// The PostgreSQL server could not be reached, refused the login or the
+    /// TLS handshake, or the `sslrootcert` file could not be read, at
+    /// [`open`](crate::open). [`is_transient`](StoreError::is_transient)
+    /// tells an unreachable server (start again later) from a refusal.
+    #[error("cannot connect to the PostgreSQL store `{url}`")]
+    Connect {
+        /// The URL as given, password redacted.
+        url: String,
+        /// Why (the client's error; never holds the password).
         #[source]
         source: BoxError,
     },
@@ -97,8 +109,12 @@ pub enum StoreError {
     },
     /// The database stayed locked or busy (another process or connection
     /// holds a write lock) for [`BUSY_TIMEOUT`](crate::BUSY_TIMEOUT), or
-    /// cannot be reached; nothing was written, and the same call may
-    /// succeed later.
+    /// cannot be reached (PostgreSQL: connection refused or lost, every
+    /// pooled connection in use for [`BUSY_TIMEOUT`](crate::BUSY_TIMEOUT), a
+    /// lock or statement timeout, a serialization failure or deadlock, the
+    /// server shutting down or out of connections); nothing was written
+    /// (but see the crate docs on a connection lost during `COMMIT`), and
+    /// the same call may succeed later.
     #[error("database busy while trying to {context}")]
     Busy {
         /// What the store was doing.
@@ -142,8 +158,14 @@ impl<T> Context<T> for Result<T, rusqlite::Error> {
 
 impl StoreError {
     /// Whether the same call may succeed later: the database was busy or
-    /// unreachable, and nothing was written ([`StoreError::Busy`]).
+    /// unreachable ([`StoreError::Busy`]; at open, a
+    /// [`StoreError::Connect`] to a server that could not be reached).
     pub fn is_transient(&self) -> bool {
-        matches!(self, StoreError::Busy { .. })
+        match self {
+            StoreError::Busy { .. } => true,
+            #[cfg(feature = "postgres")]
+            StoreError::Connect { source, .. } => crate::postgres::is_transient_source(source),
+            _ => false,
+        }
     }
 }

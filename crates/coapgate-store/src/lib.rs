@@ -1,5 +1,6 @@
-//! The coapgate device registry and PSK records: SQLite by default, in
-//! memory for tests.
+//! The coapgate device registry and PSK records: SQLite by default,
+//! PostgreSQL for several instances sharing one registry, in memory for
+//! tests.
 //!
 //! The endpoint identifies a device by the source IP of its SIM on every
 //! datagram (spec.md §2.1 step 3), so that lookup never touches the database:
@@ -41,14 +42,37 @@
 //! | `sqlite://coapgate.db` | the file `coapgate.db` relative to the process's working directory |
 //! | `sqlite:///var/lib/coapgate.db` | the absolute path `/var/lib/coapgate.db` |
 //! | `sqlite::memory:`, `memory://` | a private in-memory SQLite database; nothing is persisted |
-//! | `postgres://…` | planned; [`StoreError::Unsupported`] for now |
+//! | `postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE[?…]` | PostgreSQL (also `postgresql://`; cargo feature `postgres`, on by default) |
 //!
 //! The in-memory store is the same code on SQLite's `:memory:` database, so
 //! tests exercise exactly what production runs. File databases use WAL
 //! journaling, SQLite's default `synchronous=FULL` (a write that returned is
 //! on disk), and a busy timeout of [`BUSY_TIMEOUT`]. The parent directory
-//! must exist; it is not created. One coapgate process owns a database:
-//! another process writing to it would not update this process's view.
+//! must exist; it is not created. One coapgate process owns a SQLite
+//! database: another process writing to it would not update this process's
+//! view.
+//!
+//! ## PostgreSQL
+//!
+//! The same schema, API, errors and views, on the blocking `postgres`
+//! client. The password comes from the URL or, when it has none, from the
+//! environment variable `COAPGATE_STORE_PASSWORD`; it is never logged or put
+//! into an error. Query parameters: `sslmode` (`disable`, `prefer` — the
+//! default —, `require`; TLS is rustls with ring and always verifies the
+//! server's certificate and host name, against `sslrootcert=FILE` or the
+//! system's roots), `pool_size` (connections for the admin API and reads,
+//! 1–64, default 4; the engine's writes have one more of their own), and
+//! the client's own (`connect_timeout`, `application_name`, `options`, …).
+//!
+//! Several processes may share one database: migrations run under an
+//! advisory lock, [`Store::bootstrap`] locks the device's row so two
+//! processes never hand out two PSKs for one device, and
+//! [`Store::resync`] reloads this process's views with what others wrote.
+//! While the server cannot be reached every call fails at once with
+//! [`StoreError::Busy`] (the views keep answering); the next call after it
+//! is back opens a new connection. A connection lost during `COMMIT` leaves
+//! that write's outcome unknown (reported as `Busy`): the engine's writes
+//! are safe to repeat.
 //!
 //! # Addresses
 //!
@@ -62,41 +86,45 @@
 //! # Blocking
 //!
 //! Every [`Store`] method is synchronous and may wait for the database
-//! (a disk write, or up to [`BUSY_TIMEOUT`] for a lock, then
-//! [`StoreError::Busy`]). Never call one on an event loop: from async code
+//! (a disk write or a round trip, or up to [`BUSY_TIMEOUT`] for a lock,
+//! then [`StoreError::Busy`]). Never call one on an event loop: from async code
 //! use `tokio::task::spawn_blocking` or a thread of its own (the server runs
 //! the engine's writes on a writer thread). The in-memory views —
 //! [`DeviceView`], [`PskKeys`], registrations, latest positions, the active
 //! template — never wait for the database and are what the hot path reads.
 //! A file database has two connections: one for the engine's writes, one
-//! for everything else (the admin API).
+//! for everything else (the admin API); PostgreSQL has a connection for the
+//! engine's writes and a pool for everything else.
 //!
 //! # Schema
 //!
-//! Versioned migrations are embedded in the crate (`migrations/NNNN_*.sql`)
-//! and tracked in `PRAGMA user_version`; [`open`] applies the missing ones, so
+//! Versioned migrations are embedded in the crate (`migrations/sqlite/` and
+//! `migrations/postgres/`, in step) and tracked in `PRAGMA user_version`
+//! (PostgreSQL: the table `coapgate_schema`); [`open`] applies the missing
+//! ones, so
 //! later features (PSKs, positions, templates, a first-seen flag) arrive as
 //! additive migrations. A database from a newer build is refused
 //! ([`StoreError::SchemaTooNew`]). Foreign keys are enforced.
 
 #![forbid(unsafe_code)]
 
+mod backend;
 mod error;
 mod positions;
+#[cfg(feature = "postgres")]
+mod postgres;
 mod psk;
 mod schema;
+mod sqlite;
 mod templates;
 mod url;
 mod view;
 
 use std::fmt;
-use std::net::IpAddr;
-use std::path::Path;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::Duration;
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::{Duration, Instant};
 
 use coapgate_model::{Device, Iccid};
-use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, TransactionBehavior, params};
 
 pub use error::{BoxError, StoreError};
 pub use positions::POSITIONS_KEPT;
@@ -105,90 +133,71 @@ pub use schema::SCHEMA_VERSION;
 pub use templates::{TemplateRecord, TemplateStatus};
 pub use view::{DeviceView, canonical_ip};
 
-use error::Context;
+use backend::{Backend, RawDevice};
 use url::Location;
 
-/// How long a file database waits for a lock held by another connection
-/// before a call fails.
+/// How long a call waits for a lock held by another connection (SQLite's
+/// busy timeout; PostgreSQL's `lock_timeout`, and the wait for a free pooled
+/// connection) before it fails with [`StoreError::Busy`].
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Opens (creating and migrating if needed) the store a URL names, and loads
-/// every device into the view.
+/// every device, PSK, latest position, registration and the template into
+/// the in-memory views.
 ///
 /// See the [crate documentation](crate#backends-and-urls) for the URLs.
 /// Errors: [`StoreError::InvalidUrl`] (naming the URL, any password
-/// redacted), [`StoreError::Unsupported`] for `postgres://`,
-/// [`StoreError::Open`], [`StoreError::SchemaTooNew`],
-/// [`StoreError::Corrupt`], [`StoreError::Database`].
+/// redacted), [`StoreError::Unsupported`] for `postgres://` in a build
+/// without the `postgres` feature, [`StoreError::Open`] (a SQLite file),
+/// [`StoreError::Connect`] (a PostgreSQL server that cannot be reached or
+/// refuses the login), [`StoreError::SchemaTooNew`],
+/// [`StoreError::Corrupt`], [`StoreError::Busy`], [`StoreError::Database`].
 pub fn open(url: &str) -> Result<Store, StoreError> {
+    let started = Instant::now();
     let location = url::parse(url)?;
-    let mut conn = match &location {
-        Location::Memory => Connection::open_in_memory().context("open an in-memory database")?,
-        Location::File(path) => open_file(path)?,
-    };
-    conn.pragma_update(None, "foreign_keys", true)
-        .context("enable foreign keys")?;
-    let found = schema::migrate(&mut conn)?;
-    let devices = all_devices(&conn)?;
-    let psk_keys = PskKeys::load(&conn)?;
-    let tracking = positions::Tracking::load(&conn)?;
-    let template = templates::Current::load(&conn)?;
-    let view = DeviceView::default();
-    let count = devices.len();
-    view.load(devices);
-    let described = match &location {
-        Location::Memory => "memory".to_owned(),
-        Location::File(path) => path.display().to_string(),
-    };
-    tracing::info!(
-        database = %described,
-        schema_found = found,
-        schema = SCHEMA_VERSION,
-        devices = count,
-        "store open"
-    );
-    let writer = match &location {
-        Location::Memory => None,
+    let (db, found, described): (Box<dyn Backend>, u32, String) = match location {
+        Location::Memory => {
+            let (db, found) = sqlite::Sqlite::open(None)?;
+            (Box::new(db), found, "memory".to_owned())
+        }
         Location::File(path) => {
-            let writer = open_file(path)?;
-            writer
-                .pragma_update(None, "foreign_keys", true)
-                .context("enable foreign keys")?;
-            Some(Mutex::new(writer))
+            let (db, found) = sqlite::Sqlite::open(Some(&path))?;
+            (Box::new(db), found, path.display().to_string())
+        }
+        #[cfg(feature = "postgres")]
+        Location::Postgres(target) => {
+            let described = target.described.clone();
+            let (db, found) = postgres::Postgres::open(*target)?;
+            (Box::new(db), found, described)
         }
     };
-    Ok(Store {
+    let store = Store {
         inner: Arc::new(Inner {
-            conn: Mutex::new(conn),
-            writer,
-            view,
-            psk_keys,
-            tracking,
-            template,
+            db,
+            sync: RwLock::new(()),
+            view: DeviceView::default(),
+            psk_keys: PskKeys::default(),
+            tracking: positions::Tracking::default(),
+            template: templates::Current::default(),
             described,
         }),
-    })
+    };
+    let devices = store.load_views()?;
+    tracing::info!(
+        database = %store.inner.described,
+        schema_found = found,
+        schema = SCHEMA_VERSION,
+        devices,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "store open"
+    );
+    Ok(store)
 }
 
-fn open_file(path: &Path) -> Result<Connection, StoreError> {
-    let failed = |source: rusqlite::Error| StoreError::Open {
-        path: path.to_owned(),
-        source: Box::new(source),
-    };
-    // No SQLITE_OPEN_URI: the path is a file name, never a `file:` URI.
-    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
-        | OpenFlags::SQLITE_OPEN_CREATE
-        | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-    let conn = Connection::open_with_flags(path, flags).map_err(failed)?;
-    conn.busy_timeout(BUSY_TIMEOUT).map_err(failed)?;
-    // The first statement that reads the file: "not a database" shows here.
-    let mode: String = conn
-        .pragma_update_and_check(None, "journal_mode", "wal", |row| row.get(0))
-        .map_err(failed)?;
-    if !mode.eq_ignore_ascii_case("wal") {
-        tracing::warn!(journal_mode = %mode, path = %path.display(), "WAL mode not available");
-    }
-    Ok(conn)
+/// A store URL as it may be shown: any password replaced by `***` (the
+/// `user:password@` part and any `password=` parameter).
+pub fn redacted_url(url: &str) -> String {
+    url::redact(url)
 }
 
 /// What [`Store::put_device`] did.
@@ -200,29 +209,30 @@ pub enum Put {
     Replaced,
 }
 
-/// The device registry: a database plus the in-memory [`DeviceView`].
+/// The device registry: a database plus the in-memory views.
 ///
-/// Cheap to clone (an `Arc` inside; clones share the database connection and
-/// the view), `Send + Sync`. Writes are serialised on one connection; each is
-/// one transaction, and the view is updated after it commits, before the call
-/// returns. Calls block (see [Blocking](crate#blocking)).
+/// Cheap to clone (an `Arc` inside; clones share the database connections
+/// and the views), `Send + Sync`. Each write is one transaction, and the
+/// views are updated after it commits, before the call returns. Calls block
+/// (see [Blocking](crate#blocking)).
 #[derive(Clone)]
 pub struct Store {
     inner: Arc<Inner>,
 }
 
 struct Inner {
-    conn: Mutex<Connection>,
-    /// A file database's connection for the engine's writes.
-    writer: Option<Mutex<Connection>>,
+    db: Box<dyn Backend>,
+    /// Writes hold it shared from their database write to their view update;
+    /// [`Store::resync`] holds it exclusively, so a reload never drops a
+    /// write that committed while it read.
+    sync: RwLock<()>,
     view: DeviceView,
     psk_keys: PskKeys,
-    tracking: Arc<positions::Tracking>,
+    tracking: positions::Tracking,
     template: templates::Current,
+    /// The database, for logs and `Debug` (never a password).
     described: String,
 }
-
-const COLUMNS: &str = "iccid, imsi, ip, status, name";
 
 impl Store {
     /// The in-memory view for the hot path; it follows every later write.
@@ -237,56 +247,8 @@ impl Store {
     /// [`StoreError::IpInUse`] naming that device, and nothing changes.
     pub fn put_device(&self, mut device: Device) -> Result<Put, StoreError> {
         device.ip = canonical_ip(device.ip);
-        let ip = device.ip.to_string();
-        let mut conn = self.conn();
-        let tx = conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .context("start writing a device")?;
-        let exists = tx
-            .query_row(
-                "SELECT 1 FROM devices WHERE iccid = ?1",
-                [device.iccid.as_str()],
-                |_| Ok(()),
-            )
-            .optional()
-            .context("look a device up")?
-            .is_some();
-        let values = params![
-            device.iccid.as_str(),
-            device.imsi.as_ref().map(|imsi| imsi.as_str()),
-            ip,
-            device.status.as_str(),
-            device.name,
-        ];
-        let written = if exists {
-            tx.execute(
-                "UPDATE devices SET imsi = ?2, ip = ?3, status = ?4, name = ?5 WHERE iccid = ?1",
-                values,
-            )
-        } else {
-            tx.execute(
-                &format!("INSERT INTO devices ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5)"),
-                values,
-            )
-        };
-        match written {
-            Ok(_) => {}
-            Err(e) if is_ip_conflict(&e) => {
-                let holder: String = tx
-                    .query_row("SELECT iccid FROM devices WHERE ip = ?1", [&ip], |row| {
-                        row.get(0)
-                    })
-                    .context("find the device holding an address")?;
-                let iccid = holder.parse().map_err(|e| StoreError::Corrupt {
-                    key: holder.clone(),
-                    reason: format!("iccid: {e}"),
-                })?;
-                return Err(StoreError::IpInUse { iccid });
-            }
-            Err(e) => return Err(e).context("write a device"),
-        }
-        tx.commit().context("commit a device")?;
-        let outcome = if exists { Put::Replaced } else { Put::Created };
+        let _writing = self.writing();
+        let outcome = self.inner.db.put_device(&device)?;
         tracing::debug!(iccid = %device.iccid, ip = %device.ip, ?outcome, "device stored");
         self.inner.view.put(device);
         Ok(outcome)
@@ -294,26 +256,18 @@ impl Store {
 
     /// The device with this ICCID, as stored.
     pub fn device(&self, iccid: &Iccid) -> Result<Option<Device>, StoreError> {
-        let conn = self.conn();
-        let raw = conn
-            .query_row(
-                &format!("SELECT {COLUMNS} FROM devices WHERE iccid = ?1"),
-                [iccid.as_str()],
-                RawDevice::from_row,
-            )
-            .optional()
-            .context("read a device")?;
-        raw.map(RawDevice::into_device).transpose()
+        self.inner
+            .db
+            .device(iccid)?
+            .map(RawDevice::into_device)
+            .transpose()
     }
 
     /// Removes the device with this ICCID; `false` if there was none. Its
     /// address stops resolving at once.
     pub fn remove_device(&self, iccid: &Iccid) -> Result<bool, StoreError> {
-        let conn = self.conn();
-        let removed = conn
-            .execute("DELETE FROM devices WHERE iccid = ?1", [iccid.as_str()])
-            .context("remove a device")?
-            > 0;
+        let _writing = self.writing();
+        let removed = self.inner.db.remove_device(iccid)?;
         if removed {
             // The PSK row went with it (ON DELETE CASCADE).
             self.inner.view.remove(iccid);
@@ -333,39 +287,66 @@ impl Store {
         }
         // Saturates: any page that far out is empty anyway.
         let offset = i64::from(page - 1).saturating_mul(i64::from(page_size));
-        let conn = self.conn();
-        let mut stmt = conn
-            .prepare_cached(&format!(
-                "SELECT {COLUMNS} FROM devices ORDER BY iccid LIMIT ?1 OFFSET ?2"
-            ))
-            .context("list devices")?;
-        let rows = stmt
-            .query_map(params![page_size, offset], RawDevice::from_row)
-            .context("list devices")?;
-        rows.map(|raw| raw.context("list devices")?.into_device())
+        self.inner
+            .db
+            .devices(page_size, offset)?
+            .into_iter()
+            .map(RawDevice::into_device)
             .collect()
     }
 
-    fn conn(&self) -> MutexGuard<'_, Connection> {
-        // A panic while the lock was held dropped any open transaction, which
-        // rolled it back; the connection itself is still usable.
-        self.inner
-            .conn
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+    /// Reloads every in-memory view (devices, PSK keys, latest positions,
+    /// registrations, the template) from the database, replacing what they
+    /// held; positions queued for [`flush_positions`](Self::flush_positions)
+    /// stay queued. For a store that other processes write too (several
+    /// instances on one PostgreSQL database): after a missed change
+    /// notification, or periodically. Returns how many devices it loaded.
+    /// Writes of this store wait while it runs; the hot path does not.
+    pub fn resync(&self) -> Result<usize, StoreError> {
+        let _alone = self
+            .inner
+            .sync
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        self.load_views()
     }
 
-    /// The connection of the engine's writes ([`bootstrap`](Self::bootstrap),
-    /// [`mark_registered`](Self::mark_registered),
-    /// [`flush_positions`](Self::flush_positions)): a file database's own
-    /// second connection, so an operator's query never delays a device's
-    /// write and the reverse; an in-memory database's only one.
-    fn writer(&self) -> MutexGuard<'_, Connection> {
+    fn load_views(&self) -> Result<usize, StoreError> {
+        let snapshot = self.inner.db.snapshot()?;
+        // Validate everything before replacing anything.
+        let devices = snapshot
+            .devices
+            .into_iter()
+            .map(RawDevice::into_device)
+            .collect::<Result<Vec<_>, _>>()?;
+        let count = devices.len();
+        let keys = PskKeys::parse(&snapshot.psks)?;
+        let tracking = positions::Tracking::parse(snapshot.latest, &snapshot.registered)?;
+        let template = templates::Current::parse(snapshot.template)?;
+        self.inner.psk_keys.replace(keys);
+        self.inner.tracking.replace(tracking);
+        self.inner.template.replace(template);
+        self.inner.view.load(devices);
+        Ok(count)
+    }
+
+    /// Whether the database answers now: one round trip (PostgreSQL) or a
+    /// trivial query (SQLite), for health checks. [`StoreError::Busy`] when
+    /// it cannot be reached.
+    pub fn ping(&self) -> Result<(), StoreError> {
+        self.inner.db.ping()
+    }
+
+    /// Which backend this store runs on: `"sqlite"` or `"postgres"`.
+    pub fn backend(&self) -> &'static str {
+        self.inner.db.name()
+    }
+
+    /// Held across a write's database call and its view update.
+    fn writing(&self) -> std::sync::RwLockReadGuard<'_, ()> {
         self.inner
-            .writer
-            .as_ref()
-            .unwrap_or(&self.inner.conn)
-            .lock()
+            .sync
+            .read()
             .unwrap_or_else(PoisonError::into_inner)
     }
 }
@@ -376,67 +357,5 @@ impl fmt::Debug for Store {
             .field("database", &self.inner.described)
             .field("devices", &self.inner.view.len())
             .finish()
-    }
-}
-
-fn is_ip_conflict(e: &rusqlite::Error) -> bool {
-    matches!(
-        e,
-        rusqlite::Error::SqliteFailure(f, Some(msg))
-            if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
-                && msg.contains("devices.ip")
-    )
-}
-
-fn all_devices(conn: &Connection) -> Result<Vec<Device>, StoreError> {
-    let mut stmt = conn
-        .prepare(&format!("SELECT {COLUMNS} FROM devices"))
-        .context("load devices")?;
-    let rows = stmt
-        .query_map([], RawDevice::from_row)
-        .context("load devices")?;
-    rows.map(|raw| raw.context("load devices")?.into_device())
-        .collect()
-}
-
-/// A `devices` row as stored, before validation.
-struct RawDevice {
-    iccid: String,
-    imsi: Option<String>,
-    ip: String,
-    status: String,
-    name: Option<String>,
-}
-
-impl RawDevice {
-    fn from_row(row: &Row<'_>) -> rusqlite::Result<Self> {
-        Ok(Self {
-            iccid: row.get(0)?,
-            imsi: row.get(1)?,
-            ip: row.get(2)?,
-            status: row.get(3)?,
-            name: row.get(4)?,
-        })
-    }
-
-    fn into_device(self) -> Result<Device, StoreError> {
-        let corrupt = |field: &str, why: &dyn fmt::Display| StoreError::Corrupt {
-            key: self.iccid.clone(),
-            reason: format!("{field}: {why}"),
-        };
-        let iccid = self.iccid.parse().map_err(|e| corrupt("iccid", &e))?;
-        let imsi = match &self.imsi {
-            Some(imsi) => Some(imsi.parse().map_err(|e| corrupt("imsi", &e))?),
-            None => None,
-        };
-        let ip: IpAddr = self.ip.parse().map_err(|e| corrupt("ip", &e))?;
-        let status = self.status.parse().map_err(|e| corrupt("status", &e))?;
-        Ok(Device {
-            iccid,
-            imsi,
-            ip: canonical_ip(ip),
-            status,
-            name: self.name,
-        })
     }
 }

@@ -1,69 +1,47 @@
-//! Versioned schema migrations, embedded in the crate as SQL.
+//! Versioned schema migrations, embedded in the crate as SQL, one list per
+//! backend.
 //!
-//! The schema version lives in SQLite's `PRAGMA user_version` (0 for a new,
-//! empty database). Migration *n* (1-based) takes the database from version
-//! *n − 1* to *n*; each runs in its own `IMMEDIATE` transaction together with
-//! the version bump, so a crash leaves the database at a whole version. A
-//! migration file is never edited once released: changes are new files,
-//! appended to [`MIGRATIONS`].
+//! Migration *n* (1-based) takes a database from version *n − 1* to *n*; the
+//! two lists stay in step (migration *n* of SQLite and of PostgreSQL make the
+//! same tables, each in its dialect), so one [`SCHEMA_VERSION`] describes
+//! both. A migration file is never edited once released: changes are new
+//! files, appended to both lists. Each backend applies the missing ones at
+//! open, each in its own transaction together with the version bump, so a
+//! crash leaves the database at a whole version:
+//!
+//! - SQLite tracks the version in `PRAGMA user_version` and migrates under
+//!   an `IMMEDIATE` transaction;
+//! - PostgreSQL tracks it in the one-row table `coapgate_schema` and
+//!   migrates while holding an advisory lock ([`PG_MIGRATION_LOCK`]), so
+//!   several instances starting at once migrate one after the other.
 
-use rusqlite::{Connection, TransactionBehavior};
-
-use crate::StoreError;
-use crate::error::Context;
-
-/// The migrations, in order; index 0 is version 1.
-const MIGRATIONS: &[&str] = &[
-    include_str!("../migrations/0001_devices.sql"),
-    include_str!("../migrations/0002_psks.sql"),
-    include_str!("../migrations/0003_positions_registrations.sql"),
-    include_str!("../migrations/0004_templates.sql"),
+/// SQLite's migrations, in order; index 0 is version 1.
+pub(crate) const SQLITE: &[&str] = &[
+    include_str!("../migrations/sqlite/0001_devices.sql"),
+    include_str!("../migrations/sqlite/0002_psks.sql"),
+    include_str!("../migrations/sqlite/0003_positions_registrations.sql"),
+    include_str!("../migrations/sqlite/0004_templates.sql"),
 ];
 
+/// PostgreSQL's migrations, in order; index 0 is version 1.
+#[cfg(feature = "postgres")]
+pub(crate) const POSTGRES: &[&str] = &[
+    include_str!("../migrations/postgres/0001_devices.sql"),
+    include_str!("../migrations/postgres/0002_psks.sql"),
+    include_str!("../migrations/postgres/0003_positions_registrations.sql"),
+    include_str!("../migrations/postgres/0004_templates.sql"),
+];
+
+#[cfg(feature = "postgres")]
+const _: () = assert!(
+    SQLITE.len() == POSTGRES.len(),
+    "the SQLite and PostgreSQL migrations must stay in step"
+);
+
+/// The advisory lock key PostgreSQL migrations run under (`coapgate` in
+/// ASCII): an instance that starts while another migrates waits for it.
+#[cfg(feature = "postgres")]
+pub(crate) const PG_MIGRATION_LOCK: i64 = 0x636f_6170_6761_7465;
+
 /// The schema version this build creates and understands.
-pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
-
-fn user_version(conn: &Connection) -> Result<u32, StoreError> {
-    conn.pragma_query_value(None, "user_version", |row| row.get(0))
-        .context("read the schema version")
-}
-
-/// Brings the database to [`SCHEMA_VERSION`]; returns the version it was at.
-pub(crate) fn migrate(conn: &mut Connection) -> Result<u32, StoreError> {
-    let found = user_version(conn)?;
-    if found > SCHEMA_VERSION {
-        return Err(StoreError::SchemaTooNew {
-            found,
-            supported: SCHEMA_VERSION,
-        });
-    }
-    for (index, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
-        let to = index as u32 + 1;
-        let tx = conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .context("start a migration")?;
-        // Another process may have migrated while we waited for the lock.
-        if user_version(&tx)? >= to {
-            continue;
-        }
-        tx.execute_batch(sql).context("apply a schema migration")?;
-        tx.pragma_update(None, "user_version", to)
-            .context("record the schema version")?;
-        tx.commit().context("commit a schema migration")?;
-        tracing::info!(version = to, "store schema migrated");
-    }
-    Ok(found)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn migrating_twice_changes_nothing() {
-        let mut conn = Connection::open_in_memory().unwrap();
-        assert_eq!(migrate(&mut conn).unwrap(), 0);
-        assert_eq!(migrate(&mut conn).unwrap(), SCHEMA_VERSION);
-        assert_eq!(user_version(&conn).unwrap(), SCHEMA_VERSION);
-    }
-}
+pub const SCHEMA_VERSION: u32 = SQLITE.len() as u32;

@@ -6,12 +6,9 @@ use std::str::FromStr;
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::SystemTime;
 
-use coapgate_model::epoch_millis;
-use coapgate_translate::Template;
-use rusqlite::{Connection, OptionalExtension, params};
-
-use crate::error::Context;
+use crate::backend::RawTemplate;
 use crate::{Store, StoreError};
+use coapgate_translate::Template;
 
 /// Whether the template translates messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -67,24 +64,11 @@ pub struct TemplateRecord {
 pub(crate) struct Current(RwLock<Option<TemplateRecord>>);
 
 impl Current {
-    pub(crate) fn load(conn: &Connection) -> Result<Self, StoreError> {
-        let row = conn
-            .query_row(
-                "SELECT name, template, status FROM templates WHERE protocol = 'COAP'",
-                [],
-                |row| {
-                    Ok((
-                        row.get::<_, String>(0)?,
-                        row.get::<_, String>(1)?,
-                        row.get::<_, String>(2)?,
-                    ))
-                },
-            )
-            .optional()
-            .context("load the template")?;
-        let record = match row {
+    /// The stored record, parsed (at open and resync).
+    pub(crate) fn parse(row: Option<RawTemplate>) -> Result<Option<TemplateRecord>, StoreError> {
+        Ok(match row {
             None => None,
-            Some((name, text, status)) => {
+            Some(RawTemplate { name, text, status }) => {
                 let corrupt = |why: &dyn fmt::Display| StoreError::Corrupt {
                     key: "template COAP".to_owned(),
                     reason: why.to_string(),
@@ -99,8 +83,12 @@ impl Current {
                     parsed: Arc::new(parsed),
                 })
             }
-        };
-        Ok(Self(RwLock::new(record)))
+        })
+    }
+
+    /// Replaces the record.
+    pub(crate) fn replace(&self, record: Option<TemplateRecord>) {
+        *self.0.write().unwrap_or_else(PoisonError::into_inner) = record;
     }
 }
 
@@ -132,14 +120,11 @@ impl Store {
             status,
             parsed: Arc::new(parsed),
         };
-        let updated_ms = epoch_millis(SystemTime::now());
-        let conn = self.conn();
-        conn.execute(
-            "INSERT INTO templates (protocol, name, template, status, updated_ms) VALUES ('COAP', ?1, ?2, ?3, ?4)
-             ON CONFLICT (protocol) DO UPDATE SET name = ?1, template = ?2, status = ?3, updated_ms = ?4",
-            params![name, record.template.to_string(), status.as_str(), updated_ms],
-        )
-        .context("write the template")?;
+        let updated_ms = crate::backend::epoch_ms(SystemTime::now());
+        let _writing = self.writing();
+        self.inner
+            .db
+            .set_template(name, &record.template.to_string(), status, updated_ms)?;
         *self
             .inner
             .template

@@ -5,12 +5,25 @@ use std::path::PathBuf;
 use crate::StoreError;
 
 /// Where the database lives.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub(crate) enum Location {
     /// A private SQLite database in memory; nothing is persisted.
     Memory,
     /// A SQLite file; a relative path is relative to the working directory.
     File(PathBuf),
+    /// A PostgreSQL database.
+    #[cfg(feature = "postgres")]
+    Postgres(Box<crate::postgres::Target>),
+}
+
+impl PartialEq for Location {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Location::Memory, Location::Memory) => true,
+            (Location::File(a), Location::File(b)) => a == b,
+            _ => false,
+        }
+    }
 }
 
 const EXPECTED: &str =
@@ -21,7 +34,9 @@ const EXPECTED: &str =
 /// - `sqlite://coapgate.db` → `coapgate.db` in the working directory;
 /// - `sqlite:///var/lib/coapgate.db` → `/var/lib/coapgate.db`;
 /// - `sqlite::memory:`, `sqlite://:memory:` and `memory://` → in memory;
-/// - `postgres://…`, `postgresql://…` → [`StoreError::Unsupported`];
+/// - `postgres://…`, `postgresql://…` → PostgreSQL (see
+///   `crate::postgres::Target`), or [`StoreError::Unsupported`] in a build
+///   without the `postgres` feature;
 /// - anything else → [`StoreError::InvalidUrl`] naming the URL with any
 ///   password redacted.
 ///
@@ -65,6 +80,11 @@ pub(crate) fn parse(url: &str) -> Result<Location, StoreError> {
         }
         "memory" if rest.is_empty() => Ok(Location::Memory),
         "memory" => Err(invalid("memory:// takes no path")),
+        #[cfg(feature = "postgres")]
+        "postgres" | "postgresql" => {
+            crate::postgres::Target::parse(url, rest).map(|t| Location::Postgres(Box::new(t)))
+        }
+        #[cfg(not(feature = "postgres"))]
         "postgres" | "postgresql" => Err(StoreError::Unsupported {
             backend: "postgres".to_owned(),
         }),
@@ -147,8 +167,9 @@ mod tests {
         assert_eq!(parsed("SQLite://coapgate.db"), file("coapgate.db"));
     }
 
+    #[cfg(not(feature = "postgres"))]
     #[test]
-    fn postgres_is_a_planned_backend() {
+    fn postgres_is_left_out_without_its_feature() {
         for url in [
             "postgres://coapgate:s3cret@db.example/coapgate",
             "postgresql://db.example/coapgate",
@@ -160,7 +181,7 @@ mod tests {
             );
             let text = err.to_string();
             assert!(
-                text.contains("postgres") && text.contains("planned"),
+                text.contains("postgres") && text.contains("feature"),
                 "{text}"
             );
             assert!(!text.contains("s3cret"), "{text}");

@@ -1,7 +1,11 @@
-//! The device registry as spec.md §6 describes it, on the in-memory store.
+//! The device registry as spec.md §6 describes it, on each backend.
 
 // Test helpers panic to report a failure, like the #[test]s that call them.
 #![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::Db;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -12,7 +16,7 @@ use coapgate_store::{DeviceView, Put, Store, StoreError};
 const A: &str = "8988280666000000001";
 const B: &str = "8988280666000000002";
 
-fn store() -> Store {
+fn memory() -> Store {
     coapgate_store::open("memory://").unwrap()
 }
 
@@ -38,9 +42,8 @@ fn holder(view: &DeviceView, address: &str) -> Option<String> {
     view.by_ip(ip(address)).map(|d| d.iccid.to_string())
 }
 
-#[test]
-fn put_creates_a_new_iccid_and_get_returns_it_as_stored() {
-    let store = store();
+fn put_creates_a_new_iccid_and_get_returns_it_as_stored(db: &Db) {
+    let store = db.open();
     assert_eq!(
         store.put_device(device(A, "10.0.0.7")).unwrap(),
         Put::Created
@@ -52,9 +55,8 @@ fn put_creates_a_new_iccid_and_get_returns_it_as_stored() {
     assert_eq!(store.device(&iccid(B)).unwrap(), None);
 }
 
-#[test]
-fn put_replaces_an_existing_iccid_whole() {
-    let store = store();
+fn put_replaces_an_existing_iccid_whole(db: &Db) {
+    let store = db.open();
     store.put_device(device(A, "10.0.0.7")).unwrap();
     let replacement = Device {
         imsi: None,
@@ -69,9 +71,8 @@ fn put_replaces_an_existing_iccid_whole() {
     assert_eq!(store.device(&iccid(A)).unwrap(), Some(replacement));
 }
 
-#[test]
-fn a_device_may_be_replaced_keeping_its_own_ip() {
-    let store = store();
+fn a_device_may_be_replaced_keeping_its_own_ip(db: &Db) {
+    let store = db.open();
     store.put_device(device(A, "10.0.0.7")).unwrap();
     let renamed = Device {
         name: Some("renamed".to_owned()),
@@ -81,9 +82,8 @@ fn a_device_may_be_replaced_keeping_its_own_ip() {
     assert_eq!(store.device(&iccid(A)).unwrap(), Some(renamed));
 }
 
-#[test]
-fn an_ip_held_by_another_device_is_refused_and_nothing_changes() {
-    let store = store();
+fn an_ip_held_by_another_device_is_refused_and_nothing_changes(db: &Db) {
+    let store = db.open();
     let view = store.directory();
     store.put_device(device(A, "10.0.0.7")).unwrap();
     store.put_device(device(B, "10.0.0.8")).unwrap();
@@ -117,9 +117,8 @@ fn an_ip_held_by_another_device_is_refused_and_nothing_changes() {
     assert_eq!(view.len(), 2);
 }
 
-#[test]
-fn an_ipv4_mapped_address_is_the_ipv4_address() {
-    let store = store();
+fn an_ipv4_mapped_address_is_the_ipv4_address(db: &Db) {
+    let store = db.open();
     let view = store.directory();
 
     // Written mapped: stored, returned and found as IPv4.
@@ -137,18 +136,16 @@ fn an_ipv4_mapped_address_is_the_ipv4_address() {
     assert_eq!(holder(&view, "::ffff:192.0.2.1").as_deref(), Some(B));
 }
 
-#[test]
-fn ipv6_devices_are_found_by_their_address() {
-    let store = store();
+fn ipv6_devices_are_found_by_their_address(db: &Db) {
+    let store = db.open();
     let view = store.directory();
     store.put_device(device(A, "2001:db8::7")).unwrap();
     assert_eq!(holder(&view, "2001:0db8:0:0::7").as_deref(), Some(A));
     assert_eq!(holder(&view, "2001:db8::8"), None);
 }
 
-#[test]
-fn the_view_follows_every_write_at_once() {
-    let store = store();
+fn the_view_follows_every_write_at_once(db: &Db) {
+    let store = db.open();
     let view = store.directory();
     assert!(view.is_empty());
 
@@ -176,9 +173,8 @@ fn the_view_follows_every_write_at_once() {
     assert_eq!(holder(&view, "10.0.0.7").as_deref(), Some(B));
 }
 
-#[test]
-fn removing_a_device_removes_its_ip_from_the_view() {
-    let store = store();
+fn removing_a_device_removes_its_ip_from_the_view(db: &Db) {
+    let store = db.open();
     let view = store.directory();
     store.put_device(device(A, "10.0.0.7")).unwrap();
     store.put_device(device(B, "10.0.0.8")).unwrap();
@@ -193,9 +189,8 @@ fn removing_a_device_removes_its_ip_from_the_view() {
     store.put_device(device(B, "10.0.0.7")).unwrap();
 }
 
-#[test]
-fn devices_are_listed_by_iccid_in_one_based_pages() {
-    let store = store();
+fn devices_are_listed_by_iccid_in_one_based_pages(db: &Db) {
+    let store = db.open();
     // Written out of order; 19- and 20-digit ICCIDs mixed.
     let iccids = [
         "8988280666000000005",
@@ -235,18 +230,16 @@ fn devices_are_listed_by_iccid_in_one_based_pages() {
     );
 }
 
-#[test]
-fn page_and_page_size_zero_are_refused() {
-    let store = store();
+fn page_and_page_size_zero_are_refused(db: &Db) {
+    let store = db.open();
     for (page, size) in [(0, 10), (1, 0), (0, 0)] {
         let err = store.devices(page, size).unwrap_err();
         assert!(matches!(err, StoreError::InvalidPage { .. }), "{err:?}");
     }
 }
 
-#[test]
-fn clones_share_one_registry_and_one_view() {
-    let store = store();
+fn clones_share_one_registry_and_one_view(db: &Db) {
+    let store = db.open();
     let other = store.clone();
     let view = store.directory();
     other.put_device(device(A, "10.0.0.7")).unwrap();
@@ -257,20 +250,19 @@ fn clones_share_one_registry_and_one_view() {
 
 #[test]
 fn every_memory_store_is_its_own() {
-    let one = store();
-    let two = store();
+    let one = memory();
+    let two = memory();
     one.put_device(device(A, "10.0.0.7")).unwrap();
     assert_eq!(two.device(&iccid(A)).unwrap(), None);
 }
 
-#[test]
-fn store_and_view_can_be_shared_across_threads() {
+fn store_and_view_can_be_shared_across_threads(db: &Db) {
     fn send_sync<T: Send + Sync + 'static>() {}
     send_sync::<Store>();
     send_sync::<DeviceView>();
     send_sync::<StoreError>();
 
-    let store = store();
+    let store = db.open();
     let directory: Arc<dyn DeviceDirectory> = Arc::new(store.directory());
     let reader = {
         let directory = directory.clone();
@@ -290,3 +282,18 @@ fn store_and_view_can_be_shared_across_threads() {
     reader.join().unwrap();
     assert_eq!(directory.by_ip(ip("10.0.0.8")).unwrap().iccid.as_str(), A);
 }
+
+on_both_backends!(
+    put_creates_a_new_iccid_and_get_returns_it_as_stored,
+    put_replaces_an_existing_iccid_whole,
+    a_device_may_be_replaced_keeping_its_own_ip,
+    an_ip_held_by_another_device_is_refused_and_nothing_changes,
+    an_ipv4_mapped_address_is_the_ipv4_address,
+    ipv6_devices_are_found_by_their_address,
+    the_view_follows_every_write_at_once,
+    removing_a_device_removes_its_ip_from_the_view,
+    devices_are_listed_by_iccid_in_one_based_pages,
+    page_and_page_size_zero_are_refused,
+    clones_share_one_registry_and_one_view,
+    store_and_view_can_be_shared_across_threads,
+);

@@ -3,6 +3,10 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
+use common::Db;
+
 use std::time::SystemTime;
 
 use coapgate_location::{Position, PositionStore};
@@ -29,9 +33,8 @@ fn at(t: u64) -> Position {
     Position::new(13.4 + t as f64 / 1000.0, 52.5, "GPS", t).unwrap()
 }
 
-#[test]
-fn a_recorded_position_is_the_latest_at_once_and_persisted_on_flush() {
-    let store = coapgate_store::open("memory://").unwrap();
+fn a_recorded_position_is_the_latest_at_once_and_persisted_on_flush(db: &Db) {
+    let store = db.open();
     store.put_device(device(A, "10.0.0.1")).unwrap();
     assert!(store.latest(&iccid()).is_none());
     store.record(&iccid(), at(100));
@@ -41,9 +44,8 @@ fn a_recorded_position_is_the_latest_at_once_and_persisted_on_flush() {
     assert_eq!(store.positions(&iccid()).unwrap(), vec![at(100)]);
 }
 
-#[test]
-fn an_older_sample_does_not_replace_the_latest_but_is_kept_in_history() {
-    let store = coapgate_store::open("memory://").unwrap();
+fn an_older_sample_does_not_replace_the_latest_but_is_kept_in_history(db: &Db) {
+    let store = db.open();
     store.put_device(device(A, "10.0.0.1")).unwrap();
     store.record(&iccid(), at(200));
     store.record(&iccid(), at(100));
@@ -55,9 +57,8 @@ fn an_older_sample_does_not_replace_the_latest_but_is_kept_in_history() {
     );
 }
 
-#[test]
-fn operator_positions_need_a_known_device() {
-    let store = coapgate_store::open("memory://").unwrap();
+fn operator_positions_need_a_known_device(db: &Db) {
+    let store = db.open();
     let cell = Position::new(13.0, 52.0, "CellTower", 5).unwrap();
     assert!(matches!(
         store.put_position(&iccid(), &cell),
@@ -68,9 +69,8 @@ fn operator_positions_need_a_known_device() {
     assert_eq!(store.latest(&iccid()), Some(cell));
 }
 
-#[test]
-fn history_is_trimmed_to_the_newest_positions() {
-    let store = coapgate_store::open("memory://").unwrap();
+fn history_is_trimmed_to_the_newest_positions(db: &Db) {
+    let store = db.open();
     store.put_device(device(A, "10.0.0.1")).unwrap();
     for t in 0..(POSITIONS_KEPT as u64 + 20) {
         store.record(&iccid(), at(t));
@@ -80,9 +80,8 @@ fn history_is_trimmed_to_the_newest_positions() {
     assert_eq!(kept[0], at(POSITIONS_KEPT as u64 + 19));
 }
 
-#[test]
-fn removing_a_device_forgets_its_positions_and_registration() {
-    let store = coapgate_store::open("memory://").unwrap();
+fn removing_a_device_forgets_its_positions_and_registration(db: &Db) {
+    let store = db.open();
     store.put_device(device(A, "10.0.0.1")).unwrap();
     store.record(&iccid(), at(1));
     store.mark_registered(&iccid(), SystemTime::now()).unwrap();
@@ -98,12 +97,10 @@ fn removing_a_device_forgets_its_positions_and_registration() {
     assert!(store.positions(&iccid()).unwrap().is_empty());
 }
 
-#[test]
-fn positions_and_registrations_survive_a_restart() {
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("c.db").display());
+fn positions_and_registrations_survive_a_restart(db: &Db) {
+    let url = db.url();
     {
-        let store = coapgate_store::open(&url).unwrap();
+        let store = coapgate_store::open(url).unwrap();
         store.put_device(device(A, "10.0.0.1")).unwrap();
         assert!(!store.is_registered(&iccid()));
         store.mark_registered(&iccid(), SystemTime::now()).unwrap();
@@ -111,7 +108,7 @@ fn positions_and_registrations_survive_a_restart() {
         store.record(&iccid(), at(200));
         store.flush_positions().unwrap();
     }
-    let store = coapgate_store::open(&url).unwrap();
+    let store = coapgate_store::open(url).unwrap();
     assert!(
         store.is_registered(&iccid()),
         "the first-time event is not repeated"
@@ -123,3 +120,12 @@ fn positions_and_registrations_survive_a_restart() {
     );
     assert_eq!(store.positions(&iccid()).unwrap().len(), 2);
 }
+
+on_both_backends!(
+    a_recorded_position_is_the_latest_at_once_and_persisted_on_flush,
+    an_older_sample_does_not_replace_the_latest_but_is_kept_in_history,
+    operator_positions_need_a_known_device,
+    history_is_trimmed_to_the_newest_positions,
+    removing_a_device_forgets_its_positions_and_registration,
+    positions_and_registrations_survive_a_restart,
+);

@@ -3,6 +3,10 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
+use common::Db;
+
 use std::time::{Duration, SystemTime};
 
 use coapgate_bootstrap::{OsPskGenerator, Policy, PskFormat, PskOrigin, PskRecord, PskUpdate};
@@ -33,9 +37,8 @@ fn bootstrap(store: &coapgate_store::Store, who: &Iccid, now: SystemTime) -> Psk
     store.bootstrap(&update(who, now)).unwrap()
 }
 
-#[test]
-fn a_psk_needs_a_known_device() {
-    let store = coapgate_store::open("memory://").unwrap();
+fn a_psk_needs_a_known_device(db: &Db) {
+    let store = db.open();
     let record = PskRecord::operator("secret12", PskFormat::String).unwrap();
     assert!(matches!(
         store.set_psk(&iccid(A), &record),
@@ -48,9 +51,8 @@ fn a_psk_needs_a_known_device() {
     assert!(store.psk_keys().is_empty());
 }
 
-#[test]
-fn an_operator_psk_is_stored_and_its_key_is_used_at_once() {
-    let store = coapgate_store::open("memory://").unwrap();
+fn an_operator_psk_is_stored_and_its_key_is_used_at_once(db: &Db) {
+    let store = db.open();
     store.put_device(device(A, "10.0.0.1")).unwrap();
     let keys = store.psk_keys();
     assert!(keys.key(A).is_none());
@@ -64,9 +66,8 @@ fn an_operator_psk_is_stored_and_its_key_is_used_at_once() {
     assert!(keys.key("not an iccid").is_none());
 }
 
-#[test]
-fn bootstrap_generates_keeps_and_regenerates_through_the_store() {
-    let store = coapgate_store::open("memory://").unwrap();
+fn bootstrap_generates_keeps_and_regenerates_through_the_store(db: &Db) {
+    let store = db.open();
     store.put_device(device(A, "10.0.0.1")).unwrap();
     let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
     let first = bootstrap(&store, &iccid(A), t0);
@@ -89,9 +90,8 @@ fn bootstrap_generates_keeps_and_regenerates_through_the_store() {
     );
 }
 
-#[test]
-fn an_operator_psk_set_later_wins_and_bootstrap_then_keeps_it() {
-    let store = coapgate_store::open("memory://").unwrap();
+fn an_operator_psk_set_later_wins_and_bootstrap_then_keeps_it(db: &Db) {
+    let store = db.open();
     store.put_device(device(A, "10.0.0.1")).unwrap();
     let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
     bootstrap(&store, &iccid(A), t0);
@@ -102,9 +102,8 @@ fn an_operator_psk_set_later_wins_and_bootstrap_then_keeps_it() {
     assert_eq!(store.psk_keys().key(A).unwrap().as_slice(), b"operator-key");
 }
 
-#[test]
-fn removing_a_device_removes_its_psk_and_key() {
-    let store = coapgate_store::open("memory://").unwrap();
+fn removing_a_device_removes_its_psk_and_key(db: &Db) {
+    let store = db.open();
     store.put_device(device(A, "10.0.0.1")).unwrap();
     store
         .set_psk(
@@ -122,17 +121,15 @@ fn removing_a_device_removes_its_psk_and_key() {
     );
 }
 
-#[test]
-fn psks_survive_a_restart() {
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("c.db").display());
+fn psks_survive_a_restart(db: &Db) {
+    let url = db.url();
     let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
     let issued = {
-        let store = coapgate_store::open(&url).unwrap();
+        let store = coapgate_store::open(url).unwrap();
         store.put_device(device(A, "10.0.0.1")).unwrap();
         bootstrap(&store, &iccid(A), t0)
     };
-    let store = coapgate_store::open(&url).unwrap();
+    let store = coapgate_store::open(url).unwrap();
     assert_eq!(store.psk(&iccid(A)).unwrap(), Some(issued.clone()));
     assert_eq!(
         store.psk_keys().key(A).unwrap().as_slice(),
@@ -145,9 +142,8 @@ fn psks_survive_a_restart() {
     );
 }
 
-#[test]
-fn debug_output_never_shows_a_psk() {
-    let store = coapgate_store::open("memory://").unwrap();
+fn debug_output_never_shows_a_psk(db: &Db) {
+    let store = db.open();
     store.put_device(device(A, "10.0.0.1")).unwrap();
     store
         .set_psk(
@@ -188,3 +184,13 @@ fn a_locked_database_makes_bootstrap_busy_writes_nothing_and_leaves_reads_alone(
     assert_eq!(store.psk(&iccid(A)).unwrap().unwrap().psk, record.psk);
     assert!(store.psk_keys().key(A).is_some());
 }
+
+on_both_backends!(
+    a_psk_needs_a_known_device,
+    an_operator_psk_is_stored_and_its_key_is_used_at_once,
+    bootstrap_generates_keeps_and_regenerates_through_the_store,
+    an_operator_psk_set_later_wins_and_bootstrap_then_keeps_it,
+    removing_a_device_removes_its_psk_and_key,
+    psks_survive_a_restart,
+    debug_output_never_shows_a_psk,
+);

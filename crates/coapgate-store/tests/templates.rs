@@ -2,6 +2,10 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
+use common::Db;
+
 use coapgate_store::{StoreError, TemplateStatus};
 use serde_json::json;
 
@@ -9,9 +13,8 @@ fn sensors() -> serde_json::Value {
     json!({"sense":[{"asset":"Temperature","value":{"byte":0,"bytelength":2,"type":"int"}}]})
 }
 
-#[test]
-fn an_active_template_is_used_and_an_inactive_one_is_not() {
-    let store = coapgate_store::open("memory://").unwrap();
+fn an_active_template_is_used_and_an_inactive_one_is_not(db: &Db) {
+    let store = db.open();
     assert!(store.active_template().is_none());
     store
         .set_coap_template("t1", &sensors(), TemplateStatus::Active)
@@ -31,18 +34,16 @@ fn an_active_template_is_used_and_an_inactive_one_is_not() {
     );
 }
 
-#[test]
-fn a_template_given_as_a_string_is_stored_as_an_object() {
-    let store = coapgate_store::open("memory://").unwrap();
+fn a_template_given_as_a_string_is_stored_as_an_object(db: &Db) {
+    let store = db.open();
     let record = store
         .set_coap_template("t", &json!(sensors().to_string()), TemplateStatus::Active)
         .unwrap();
     assert_eq!(record.template, sensors());
 }
 
-#[test]
-fn an_invalid_template_names_its_path_and_changes_nothing() {
-    let store = coapgate_store::open("memory://").unwrap();
+fn an_invalid_template_names_its_path_and_changes_nothing(db: &Db) {
+    let store = db.open();
     store
         .set_coap_template("good", &sensors(), TemplateStatus::Active)
         .unwrap();
@@ -58,15 +59,20 @@ fn an_invalid_template_names_its_path_and_changes_nothing() {
     assert_eq!(store.coap_template().unwrap().name, "good");
 }
 
-#[test]
-fn the_template_survives_a_restart() {
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("c.db").display());
-    coapgate_store::open(&url)
+fn the_template_survives_a_restart(db: &Db) {
+    let url = db.url();
+    coapgate_store::open(url)
         .unwrap()
         .set_coap_template("kept", &sensors(), TemplateStatus::Active)
         .unwrap();
-    let store = coapgate_store::open(&url).unwrap();
+    let store = coapgate_store::open(url).unwrap();
     assert_eq!(store.coap_template().unwrap().name, "kept");
     assert!(store.active_template().is_some());
 }
+
+on_both_backends!(
+    an_active_template_is_used_and_an_inactive_one_is_not,
+    a_template_given_as_a_string_is_stored_as_an_object,
+    an_invalid_template_names_its_path_and_changes_nothing,
+    the_template_survives_a_restart,
+);

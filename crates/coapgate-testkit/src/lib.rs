@@ -8,13 +8,18 @@
 //!   every message it receives;
 //! - [`coap_client`]: libcoap's `coap-client-*` binaries, returning the
 //!   response code they got;
-//! - [`DelayProxy`]: a TCP proxy that makes a broker slow to answer.
+//! - [`DelayProxy`]: a TCP proxy that makes a broker slow to answer;
+//! - [`Postgres`]: a throw-away PostgreSQL server on a free port, stoppable
+//!   and restartable with its data.
 //!
 //! A missing program is a failure when `CI=true` and a loud `SKIPPED` line
 //! otherwise: see [`require`].
 
 #![forbid(unsafe_code)]
 #![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
+
+mod postgres;
+pub use postgres::{POSTGRES_PASSWORD, Postgres};
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream, UdpSocket};
