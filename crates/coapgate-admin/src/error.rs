@@ -58,6 +58,10 @@ pub enum AdminError {
     /// 503 Service Unavailable: `/healthz` before the server is ready.
     #[error("not ready")]
     NotReady,
+    /// 503 Service Unavailable (with `Retry-After`): the store is busy or
+    /// unreachable; nothing changed, and the same request may succeed later.
+    #[error("the store is unavailable; try again later")]
+    StoreUnavailable,
     /// 500 Internal Server Error: the store failed. The cause is logged, not
     /// sent.
     #[error("internal error; see the server log")]
@@ -92,7 +96,7 @@ impl AdminError {
             Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Untranslatable(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            Self::NotReady => StatusCode::SERVICE_UNAVAILABLE,
+            Self::NotReady | Self::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -124,6 +128,11 @@ impl AdminError {
 impl IntoResponse for AdminError {
     fn into_response(self) -> Response {
         let mut response = (self.status(), Json(self.body())).into_response();
+        if matches!(self, Self::StoreUnavailable) {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        }
         if matches!(self, Self::Unauthorized(_)) {
             response.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
@@ -147,11 +156,40 @@ impl From<StoreError> for AdminError {
             StoreError::InvalidTemplate(e) => Self::InvalidTemplate(e),
             StoreError::InvalidStatus => Self::field("status", error.to_string()),
             StoreError::InvalidPage { .. } => Self::field("page", error.to_string()),
+            other if other.is_transient() => {
+                tracing::warn!(error = %other, "admin API: store unavailable");
+                Self::StoreUnavailable
+            }
             other => {
                 // Store errors never carry a secret (see StoreError).
                 tracing::error!(error = %other, "admin API: store failure");
                 Self::Internal
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod store_error_tests {
+    use super::*;
+
+    #[test]
+    fn a_busy_store_is_503_with_retry_after_and_another_failure_500() {
+        let busy = StoreError::Busy {
+            context: "write a device",
+            source: "database is locked".into(),
+        };
+        let error = AdminError::from(busy);
+        assert_eq!(error.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let response = error.into_response();
+        assert_eq!(response.headers()[header::RETRY_AFTER], "5");
+        let broken = StoreError::Database {
+            context: "write a device",
+            source: "disk I/O error".into(),
+        };
+        assert_eq!(
+            AdminError::from(broken).status(),
+            StatusCode::INTERNAL_SERVER_ERROR
+        );
     }
 }

@@ -291,13 +291,22 @@ impl MqttConfig {
 }
 
 /// `[store]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(default)]
 #[non_exhaustive]
 pub struct StoreConfig {
     /// `sqlite://coapgate.db` (relative to the working directory),
-    /// `sqlite:///abs/path.db`, `sqlite::memory:`; `postgres://` is planned.
+    /// `sqlite:///abs/path.db`, `sqlite::memory:`, or
+    /// `postgres://user[:password]@host:port/db` (docs/configuration.md).
+    /// `Debug` shows it with any password redacted.
     pub url: String,
+}
+
+impl fmt::Debug for StoreConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let url = coapgate_store::redacted_url(&self.url);
+        f.debug_struct("StoreConfig").field("url", &url).finish()
+    }
 }
 
 impl Default for StoreConfig {
@@ -716,6 +725,8 @@ mod tests {
             r#"
 [mqtt]
 url = "mqtt://user:broker-secret@127.0.0.1:1883"
+[store]
+url = "postgres://coapgate:store-secret@127.0.0.1:5432/coapgate"
 [admin]
 token = "admin-secret"
 [[device]]
@@ -726,7 +737,12 @@ psk = "psk-secret-1"
         )
         .expect("valid");
         let debug = format!("{c:?}");
-        for secret in ["broker-secret", "admin-secret", "psk-secret-1"] {
+        for secret in [
+            "broker-secret",
+            "store-secret",
+            "admin-secret",
+            "psk-secret-1",
+        ] {
             assert!(!debug.contains(secret), "{secret} in {debug}");
         }
         assert!(debug.contains("8988280666000000000"), "the rest is shown");
