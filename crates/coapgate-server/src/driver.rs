@@ -5,6 +5,8 @@
 use std::future::Future;
 use std::io::ErrorKind;
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use coapgate_endpoint::{PublishResult, StoreResult, StoreWrite, StoreWriteId};
@@ -36,6 +38,8 @@ pub(crate) struct Driver {
     /// Scrapes: each asks for the metrics text at this instant.
     pub(crate) scrapes: mpsc::Receiver<oneshot::Sender<String>>,
     pub(crate) publish_seconds: Histogram,
+    /// Whether the store answered its last probe.
+    pub(crate) store_up: Arc<AtomicBool>,
 }
 
 impl Driver {
@@ -162,6 +166,7 @@ impl Driver {
             dtls: self.gateway.dtls_stats(),
             outbox_depth: self.bridge.outbox_depth(),
             broker_connected: self.bridge.is_connected(),
+            store_up: self.store_up.load(Ordering::Relaxed),
             receive_drops,
         }
     }

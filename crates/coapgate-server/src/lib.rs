@@ -314,6 +314,8 @@ impl Server {
             })
         });
         let (writer, store_results) = writer::StoreWriter::start(store.clone())?;
+        // It was open a moment ago; the prober keeps this current.
+        let store_up = Arc::new(AtomicBool::new(true));
         let driver = driver::Driver {
             gateway: Gateway::new(endpoint, self.dtls),
             coap: self.coap,
@@ -325,9 +327,12 @@ impl Server {
             shutdown_grace: self.config.coap.shutdown_grace,
             scrapes: self.scrapes,
             publish_seconds: metrics::publish_histogram(),
+            store_up: store_up.clone(),
         };
         // Positions from templates are written behind, once a second.
         let flusher = tokio::spawn(flush_positions_every(store.clone(), POSITION_FLUSH));
+        // Whether the store answers, for /metrics (coapgate_store_up).
+        let prober = tokio::spawn(probe_store_every(store.clone(), store_up, STORE_PROBE));
         // The admin API runs beside the engine until the engine stops.
         let (admin_stop, admin_stopped) = tokio::sync::oneshot::channel::<()>();
         let state = coapgate_admin::AdminState {
@@ -358,6 +363,7 @@ impl Server {
         let _ = admin_stop.send(());
         let _ = tokio::time::timeout(Duration::from_secs(2), api).await;
         flusher.abort();
+        prober.abort();
         flush_positions(store).await;
         Ok(())
     }
@@ -372,6 +378,34 @@ async fn flush_positions_every(store: Store, period: Duration) {
     loop {
         tick.tick().await;
         flush_positions(store.clone()).await;
+    }
+}
+
+/// How often the store is asked whether it answers.
+const STORE_PROBE: Duration = Duration::from_secs(2);
+
+/// Keeps `up` saying whether the store answers a trivial query (always, for
+/// SQLite; PostgreSQL may be down), off the event loop; a change is logged.
+async fn probe_store_every(store: Store, up: Arc<AtomicBool>, period: Duration) {
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let probe = store.clone();
+        let answered = match tokio::task::spawn_blocking(move || probe.ping()).await {
+            Ok(Ok(())) => true,
+            Ok(Err(error)) => {
+                if up.load(Ordering::Relaxed) {
+                    tracing::warn!(%error, backend = store.backend(), "store unreachable; known devices are served from memory");
+                }
+                false
+            }
+            Err(_) => false,
+        };
+        if answered && !up.load(Ordering::Relaxed) {
+            tracing::info!(backend = store.backend(), "store reachable again");
+        }
+        up.store(answered, Ordering::Relaxed);
     }
 }
 

@@ -28,6 +28,8 @@ pub(crate) struct Snapshot {
     pub(crate) dtls: DtlsStats,
     pub(crate) outbox_depth: usize,
     pub(crate) broker_connected: bool,
+    /// The store answered its last probe.
+    pub(crate) store_up: bool,
     /// Datagrams the kernel dropped for a full receive buffer, per
     /// listener, where the OS reports them.
     pub(crate) receive_drops: Vec<(&'static str, u64)>,
@@ -128,6 +130,12 @@ impl Collector for Snapshot {
             "broker_connected",
             "1 while the MQTT broker connection is up.",
             i64::from(self.broker_connected),
+        )?;
+        gauge(
+            &mut encoder,
+            "store_up",
+            "1 while the store (SQLite or PostgreSQL) answers.",
+            i64::from(self.store_up),
         )?;
 
         let d = &self.dtls;
@@ -269,12 +277,14 @@ mod tests {
             3,
         );
         snapshot.broker_connected = true;
+        snapshot.store_up = true;
         let histogram = publish_histogram();
         histogram.observe(0.002);
         let text = render(snapshot, &histogram);
         for line in [
             "coapgate_requests_total{resource=\"telemetry\",code=\"2.04\"} 3",
             "coapgate_broker_connected 1",
+            "coapgate_store_up 1",
             "coapgate_dedup_hits_total 0",
             "coapgate_dedup_entries 0",
             "coapgate_outbox_depth 0",

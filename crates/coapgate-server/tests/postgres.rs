@@ -1,0 +1,126 @@
+//! coapgate on a shared PostgreSQL store (issue 11), from the network side:
+//! known devices keep getting 2.04 while PostgreSQL is down and
+//! `coapgate_store_up` says so; `/bootstrap` gets 5.03 meanwhile and its
+//! PSK once PostgreSQL is back.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::net::UdpSocket;
+use std::time::{Duration, Instant};
+
+use coapgate_endpoint::codec::{self, CoapOption, MessageClass, MessageType, ResponseType};
+use coapgate_testkit::{Postgres, http};
+use common::*;
+
+fn request(kind: MessageType, method: codec::RequestType, mid: u16, path: &str) -> Vec<u8> {
+    let mut p = codec::Packet::new();
+    p.header.set_type(kind);
+    p.header.code = MessageClass::Request(method);
+    p.header.message_id = mid;
+    p.add_option(CoapOption::UriPath, path.as_bytes().to_vec());
+    if method == codec::RequestType::Post {
+        p.payload = b"21.5".to_vec();
+    }
+    codec::encode(&p).unwrap()
+}
+
+fn exchange(socket: &UdpSocket, bytes: &[u8]) -> (codec::Packet, Duration) {
+    let sent = Instant::now();
+    socket.send(bytes).unwrap();
+    let mut buf = [0u8; 1500];
+    let n = socket.recv(&mut buf).unwrap();
+    (codec::decode(&buf[..n]).unwrap(), sent.elapsed())
+}
+
+fn store_up(s: &Setup) -> Option<bool> {
+    let (status, text) = http("GET", s.server.admin_addr(), "/metrics", None, None);
+    assert_eq!(status, 200);
+    text.lines()
+        .find_map(|l| l.strip_prefix("coapgate_store_up "))
+        .map(|v| v.trim() == "1")
+}
+
+/// Waits (at most 10 s) until `/metrics` reports the store as `up`.
+fn wait_store_up(s: &Setup, up: bool) {
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(10) {
+        if store_up(s) == Some(up) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("coapgate_store_up never became {up}");
+}
+
+#[test]
+fn known_devices_are_served_while_postgresql_is_down() {
+    let test = "server_postgres_down";
+    let Some(mut pg) = Postgres::start(test) else {
+        return;
+    };
+    let url = pg.create_database("coapgate");
+    let Some(s) = setup_with(test, |c| c.store.url = url.clone()) else {
+        return;
+    };
+    let server = s.server.coap_addr();
+    let known = UdpSocket::bind("127.0.0.2:0").unwrap();
+    known.connect(server).unwrap();
+    known
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let onboarding = UdpSocket::bind("127.0.0.3:0").unwrap();
+    onboarding.connect(server).unwrap();
+    onboarding
+        .set_read_timeout(Some(Duration::from_secs(15)))
+        .unwrap();
+    let post = |mid| {
+        request(
+            MessageType::Confirmable,
+            codec::RequestType::Post,
+            mid,
+            "data",
+        )
+    };
+    let bootstrap = |mid| {
+        request(
+            MessageType::NonConfirmable,
+            codec::RequestType::Get,
+            mid,
+            "bootstrap",
+        )
+    };
+    let changed = MessageClass::Response(ResponseType::Changed);
+    // Up: telemetry and the lifecycle record.
+    let (answer, _) = exchange(&known, &post(1));
+    assert_eq!(answer.header.code, changed);
+    wait_store_up(&s, true);
+
+    pg.stop();
+    wait_store_up(&s, false);
+    let mut slowest = Duration::ZERO;
+    for mid in 2..=40 {
+        let (answer, took) = exchange(&known, &post(mid));
+        assert_eq!(answer.header.code, changed, "message {mid}");
+        slowest = slowest.max(took);
+    }
+    eprintln!("{test}: 39 POSTs while PostgreSQL was down, slowest 2.04 after {slowest:?}");
+    assert!(slowest < Duration::from_millis(250), "{slowest:?}");
+    let (answer, _) = exchange(&onboarding, &bootstrap(0x4242));
+    assert_eq!(
+        answer.header.code,
+        MessageClass::Response(ResponseType::ServiceUnavailable)
+    );
+    assert_eq!(answer.get_first_option(CoapOption::MaxAge), Some(&vec![5]));
+
+    pg.restart();
+    wait_store_up(&s, true);
+    let (answer, _) = exchange(&onboarding, &bootstrap(0x4243));
+    assert_eq!(
+        answer.header.code,
+        MessageClass::Response(ResponseType::Content)
+    );
+    let body = String::from_utf8(answer.payload.clone()).unwrap();
+    assert!(body.starts_with(&format!("{ICCID_B},")), "{body}");
+}
