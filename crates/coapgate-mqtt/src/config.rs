@@ -204,7 +204,7 @@ impl Default for BridgeConfig {
             host: "127.0.0.1".to_owned(),
             port: 1883,
             tls: None,
-            client_id: format!("coapgate-{}", std::process::id()),
+            client_id: default_client_id(),
             username: None,
             password: None,
             qos: Qos::AtLeastOnce,
@@ -215,6 +215,20 @@ impl Default for BridgeConfig {
             reconnect_delay_min: Duration::from_millis(200),
             reconnect_delay_max: Duration::from_secs(5),
         }
+    }
+}
+
+/// `coapgate-<host name>-<process id>`: unique per broker even for
+/// containers, where every instance's process id is 1 (`coapgate-<pid>`
+/// where the host name cannot be read).
+fn default_client_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty() && h.bytes().all(|b| b.is_ascii_graphic()));
+    match host {
+        Some(host) => format!("coapgate-{host}-{}", std::process::id()),
+        None => format!("coapgate-{}", std::process::id()),
     }
 }
 
@@ -421,6 +435,16 @@ fn percent_decode(s: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_default_client_id_names_host_and_process() {
+        let id = BridgeConfig::default().client_id;
+        let pid = std::process::id().to_string();
+        assert!(id.starts_with("coapgate-") && id.ends_with(&pid), "{id}");
+        if let Ok(host) = std::fs::read_to_string("/proc/sys/kernel/hostname") {
+            assert!(id.contains(host.trim()), "{id}");
+        }
+    }
 
     #[test]
     fn user_and_password_are_percent_decoded_strictly() {
