@@ -226,8 +226,12 @@ impl Gateway {
                 },
                 coapgate_endpoint::Output::Publish(publish) => return Output::Publish(publish),
                 coapgate_endpoint::Output::Store(write) => return Output::Store(write),
-                coapgate_endpoint::Output::Timeout(_) => {
-                    return Output::Timeout(self.poll_timeout());
+                coapgate_endpoint::Output::Timeout(engine) => {
+                    let next = [engine, self.dtls.poll_timeout()]
+                        .into_iter()
+                        .flatten()
+                        .min();
+                    return Output::Timeout(next);
                 }
             }
         }

@@ -14,24 +14,10 @@ use coapgate_endpoint::codec::{self, CoapOption, MessageClass, MessageType, Resp
 use coapgate_testkit::{Postgres, http};
 use common::*;
 
-fn request(kind: MessageType, method: codec::RequestType, mid: u16, path: &str) -> Vec<u8> {
-    let mut p = codec::Packet::new();
-    p.header.set_type(kind);
-    p.header.code = MessageClass::Request(method);
-    p.header.message_id = mid;
-    p.add_option(CoapOption::UriPath, path.as_bytes().to_vec());
-    if method == codec::RequestType::Post {
-        p.payload = b"21.5".to_vec();
-    }
-    codec::encode(&p).unwrap()
-}
-
 fn exchange(socket: &UdpSocket, bytes: &[u8]) -> (codec::Packet, Duration) {
     let sent = Instant::now();
     socket.send(bytes).unwrap();
-    let mut buf = [0u8; 1500];
-    let n = socket.recv(&mut buf).unwrap();
-    (codec::decode(&buf[..n]).unwrap(), sent.elapsed())
+    (receive(socket), sent.elapsed())
 }
 
 fn store_up(s: &Setup) -> Option<bool> {

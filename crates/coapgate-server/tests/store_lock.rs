@@ -63,24 +63,6 @@ impl Drop for Lock {
     }
 }
 
-fn request(kind: MessageType, method: codec::RequestType, mid: u16, path: &str) -> Vec<u8> {
-    let mut p = codec::Packet::new();
-    p.header.set_type(kind);
-    p.header.code = MessageClass::Request(method);
-    p.header.message_id = mid;
-    p.add_option(CoapOption::UriPath, path.as_bytes().to_vec());
-    if method == codec::RequestType::Post {
-        p.payload = b"21.5".to_vec();
-    }
-    codec::encode(&p).unwrap()
-}
-
-fn receive(socket: &UdpSocket) -> codec::Packet {
-    let mut buf = [0u8; 1500];
-    let (n, _) = socket.recv_from(&mut buf).unwrap();
-    codec::decode(&buf[..n]).unwrap()
-}
-
 /// Known-device POSTs for `period`, each timed from send to its 2.04; the
 /// slowest round trip.
 fn telemetry_for(socket: &UdpSocket, period: Duration, first_mid: u16) -> (usize, Duration) {

@@ -354,10 +354,7 @@ fn a_database_at_version_0_is_migrated_leaving_other_tables_alone() {
     let Some(db) = postgres("a_database_at_version_0_is_migrated") else {
         return;
     };
-    let pg = match &db {
-        Db::Postgres { server, .. } => server,
-        Db::Sqlite { .. } => unreachable!(),
-    };
+    let pg = db.pg();
     pg.psql(
         "coapgate",
         "CREATE TABLE operator_notes (note TEXT); INSERT INTO operator_notes VALUES ('keep me')",
@@ -391,10 +388,7 @@ fn a_database_from_a_newer_build_is_refused() {
     let Some(db) = postgres("a_database_from_a_newer_build_is_refused") else {
         return;
     };
-    let pg = match &db {
-        Db::Postgres { server, .. } => server,
-        Db::Sqlite { .. } => unreachable!(),
-    };
+    let pg = db.pg();
     pg.psql(
         "coapgate",
         &format!(
@@ -563,10 +557,7 @@ fn tls_verifies_the_server_against_sslrootcert() {
     if certificates(certs.path(), test).is_none() || certificates(other.path(), test).is_none() {
         return;
     }
-    let pg = match &db {
-        Db::Postgres { server, .. } => server,
-        Db::Sqlite { .. } => unreachable!(),
-    };
+    let pg = db.pg();
     pg.enable_tls(
         &certs.path().join("server.crt"),
         &certs.path().join("server.key"),

@@ -3,7 +3,10 @@
 
 #![allow(dead_code, clippy::unwrap_used)]
 
+use std::net::UdpSocket;
 use std::time::Duration;
+
+use coapgate_endpoint::codec::{self, CoapOption, MessageClass, MessageType, RequestType};
 
 use coapgate_server::{BackgroundServer, Config};
 use coapgate_testkit::{Mosquitto, MosquittoSub};
@@ -76,4 +79,26 @@ pub fn setup_with(test: &str, adjust: impl FnOnce(&mut Config)) -> Option<Setup>
 /// [`setup_with`] the default configuration.
 pub fn setup(test: &str) -> Option<Setup> {
     setup_with(test, |_| {})
+}
+
+/// A request as a device sends it: `kind` `method` `/path`, no token; a POST
+/// carries `21.5`.
+pub fn request(kind: MessageType, method: RequestType, mid: u16, path: &str) -> Vec<u8> {
+    let mut p = codec::Packet::new();
+    p.header.set_type(kind);
+    p.header.code = MessageClass::Request(method);
+    p.header.message_id = mid;
+    p.add_option(CoapOption::UriPath, path.as_bytes().to_vec());
+    if method == RequestType::Post {
+        p.payload = b"21.5".to_vec();
+    }
+    codec::encode(&p).unwrap()
+}
+
+/// The next datagram on a connected socket, decoded (the socket's read
+/// timeout bounds the wait).
+pub fn receive(socket: &UdpSocket) -> codec::Packet {
+    let mut buf = [0u8; 1500];
+    let n = socket.recv(&mut buf).unwrap();
+    codec::decode(&buf[..n]).unwrap()
 }

@@ -22,6 +22,16 @@ pub enum Db {
 }
 
 impl Db {
+    /// The PostgreSQL server of a PostgreSQL database, to look at (see
+    /// `server` to stop or restart it).
+    #[cfg(feature = "postgres")]
+    pub fn pg(&self) -> &coapgate_testkit::Postgres {
+        match self {
+            Db::Postgres { server, .. } => server,
+            Db::Sqlite { .. } => panic!("a SQLite database has no PostgreSQL server"),
+        }
+    }
+
     pub fn sqlite() -> Db {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("coapgate.db").display());
