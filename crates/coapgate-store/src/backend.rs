@@ -9,6 +9,7 @@
 
 use std::fmt;
 use std::net::IpAddr;
+use std::time::Duration;
 
 use coapgate_bootstrap::{PskRecord, PskUpdate};
 use coapgate_location::Position;
@@ -72,6 +73,46 @@ pub(crate) trait Backend: Send + Sync {
         status: TemplateStatus,
         updated_ms: i64,
     ) -> Result<(), StoreError>;
+
+    /// A new connection that receives the changes other processes commit
+    /// from now on; `None` for a database only this process writes
+    /// (SQLite).
+    fn listen(&self) -> Result<Option<Box<dyn ChangeFeed>>, StoreError>;
+}
+
+/// Changes committed to a shared database, as they are announced, and the
+/// rows they touched, read on the same connection.
+pub(crate) trait ChangeFeed: Send {
+    /// Waits up to `timeout` for announcements, then returns every one that
+    /// has arrived (none when the time ran out). [`StoreError::Busy`] when
+    /// the connection is lost: announcements may have been missed.
+    fn wait(&mut self, timeout: Duration) -> Result<Vec<Notice>, StoreError>;
+    /// The rows of these devices (a device missing from the answer is
+    /// gone) and, when `template`, the template; `latest` holds each
+    /// device's newest position.
+    fn read(&mut self, iccids: &[String], template: bool) -> Result<Snapshot, StoreError>;
+    /// One round trip, to find a dead connection while nothing is announced.
+    fn ping(&mut self) -> Result<(), StoreError>;
+}
+
+/// One announced change.
+pub(crate) struct Notice {
+    pub change: Change,
+    /// When it was made, epoch milliseconds by the database's clock.
+    pub at_ms: i64,
+}
+
+/// What changed.
+pub(crate) enum Change {
+    /// A device's row, PSK or registration: read the device back.
+    Device(String),
+    /// A position was added; it is all a receiver needs.
+    Position(RawPosition),
+    /// The template.
+    Template,
+    /// An announcement this build does not understand (a newer schema's):
+    /// read everything back.
+    Unknown,
 }
 
 /// Every row the in-memory views hold, as stored.
@@ -103,6 +144,7 @@ pub(crate) struct RawPsk {
 }
 
 /// A `positions` row as stored, before validation.
+#[derive(Clone)]
 pub(crate) struct RawPosition {
     pub iccid: String,
     pub longitude: f64,

@@ -110,6 +110,7 @@
 
 mod backend;
 mod error;
+mod follow;
 mod positions;
 #[cfg(feature = "postgres")]
 mod postgres;
@@ -127,6 +128,7 @@ use std::time::{Duration, Instant};
 use coapgate_model::{Device, Iccid};
 
 pub use error::{BoxError, StoreError};
+pub use follow::{FollowStatus, Follower, RECONNECT_MAX};
 pub use positions::POSITIONS_KEPT;
 pub use psk::PskKeys;
 pub use schema::SCHEMA_VERSION;

@@ -63,6 +63,26 @@ impl Tracking {
             .unwrap_or_else(PoisonError::into_inner) = loaded.registered;
     }
 
+    /// Adds what was read back for some devices (following another
+    /// process's writes): a newer position replaces the one held, a
+    /// registration is added.
+    pub(crate) fn merge(&self, loaded: Loaded) {
+        for (iccid, position) in &loaded.latest {
+            self.remember(iccid, position);
+        }
+        self.registered
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .extend(loaded.registered);
+    }
+
+    /// A position another process added, if newer than the one held.
+    pub(crate) fn remember_raw(&self, raw: &RawPosition) -> Result<(), StoreError> {
+        let iccid = parse_iccid(&raw.iccid, "position")?;
+        self.remember(&iccid, &raw.clone().into_position()?);
+        Ok(())
+    }
+
     fn remember(&self, iccid: &Iccid, position: &Position) {
         let mut latest = self.latest.write().unwrap_or_else(PoisonError::into_inner);
         let newer = latest

@@ -50,10 +50,14 @@ impl PskKeys {
     }
 
     fn set(&self, iccid: &Iccid, record: &PskRecord) {
+        self.set_key(iccid, record.key());
+    }
+
+    pub(crate) fn set_key(&self, iccid: &Iccid, key: Zeroizing<Vec<u8>>) {
         self.keys
             .write()
             .unwrap_or_else(PoisonError::into_inner)
-            .insert(iccid.clone(), record.key());
+            .insert(iccid.clone(), key);
     }
 
     pub(crate) fn remove(&self, iccid: &Iccid) {

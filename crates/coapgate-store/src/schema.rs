@@ -21,6 +21,7 @@ pub(crate) const SQLITE: &[&str] = &[
     include_str!("../migrations/sqlite/0002_psks.sql"),
     include_str!("../migrations/sqlite/0003_positions_registrations.sql"),
     include_str!("../migrations/sqlite/0004_templates.sql"),
+    include_str!("../migrations/sqlite/0005_change_notifications.sql"),
 ];
 
 /// PostgreSQL's migrations, in order; index 0 is version 1.
@@ -30,6 +31,7 @@ pub(crate) const POSTGRES: &[&str] = &[
     include_str!("../migrations/postgres/0002_psks.sql"),
     include_str!("../migrations/postgres/0003_positions_registrations.sql"),
     include_str!("../migrations/postgres/0004_templates.sql"),
+    include_str!("../migrations/postgres/0005_change_notifications.sql"),
 ];
 
 #[cfg(feature = "postgres")]

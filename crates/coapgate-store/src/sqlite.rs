@@ -18,8 +18,8 @@ use rusqlite::{
 use zeroize::Zeroizing;
 
 use crate::backend::{
-    Backend, RawDevice, RawPosition, RawPsk, RawTemplate, Snapshot, epoch_ms, parse_iccid,
-    sample_time,
+    Backend, ChangeFeed, RawDevice, RawPosition, RawPsk, RawTemplate, Snapshot, epoch_ms,
+    parse_iccid, sample_time,
 };
 use crate::error::Context;
 use crate::psk::restore;
@@ -503,6 +503,10 @@ impl Backend for Sqlite {
             )
             .context("write the template")?;
         Ok(())
+    }
+
+    fn listen(&self) -> Result<Option<Box<dyn ChangeFeed>>, StoreError> {
+        Ok(None)
     }
 }
 

@@ -83,18 +83,35 @@ impl DeviceView {
     pub(crate) fn remove(&self, iccid: &Iccid) {
         let mut maps = self.write();
         if let Some(ip) = maps.ip_of.remove(iccid) {
-            maps.by_ip.remove(&ip);
+            maps.drop_address(ip, iccid);
         }
     }
 }
 
 impl Maps {
+    /// Changes read back from another process may arrive in any order (a
+    /// device taking the address another one just gave up, applied before
+    /// the other's move), so each step checks whose entry it touches.
     fn put(&mut self, device: Device) {
         let ip = canonical_ip(device.ip);
         if let Some(old) = self.ip_of.insert(device.iccid.clone(), ip) {
-            self.by_ip.remove(&old);
+            if old != ip {
+                self.drop_address(old, &device.iccid);
+            }
         }
-        self.by_ip.insert(ip, Arc::new(device));
+        let iccid = device.iccid.clone();
+        if let Some(previous) = self.by_ip.insert(ip, Arc::new(device)) {
+            if previous.iccid != iccid && self.ip_of.get(&previous.iccid) == Some(&ip) {
+                self.ip_of.remove(&previous.iccid);
+            }
+        }
+    }
+
+    /// Removes `ip` from the index if it still belongs to `iccid`.
+    fn drop_address(&mut self, ip: IpAddr, iccid: &Iccid) {
+        if self.by_ip.get(&ip).is_some_and(|d| &d.iccid == iccid) {
+            self.by_ip.remove(&ip);
+        }
     }
 }
 
@@ -109,5 +126,41 @@ impl fmt::Debug for DeviceView {
         f.debug_struct("DeviceView")
             .field("devices", &self.len())
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use coapgate_model::DeviceStatus;
+
+    fn device(iccid: &str, ip: &str) -> Device {
+        Device {
+            iccid: iccid.parse().unwrap(),
+            imsi: None,
+            ip: ip.parse().unwrap(),
+            status: DeviceStatus::Active,
+            name: None,
+        }
+    }
+
+    #[test]
+    fn an_address_handed_over_out_of_order_ends_where_the_database_has_it() {
+        let a = "8988280666000000001";
+        let b = "8988280666000000002";
+        let view = DeviceView::default();
+        view.put(device(b, "10.0.0.1"));
+        // The database: b moved to 10.0.0.2, then a took 10.0.0.1; the view
+        // hears of a first.
+        view.put(device(a, "10.0.0.1"));
+        view.put(device(b, "10.0.0.2"));
+        let at = |ip: &str| view.by_ip(ip.parse().unwrap()).map(|d| d.iccid.to_string());
+        assert_eq!(at("10.0.0.1").as_deref(), Some(a));
+        assert_eq!(at("10.0.0.2").as_deref(), Some(b));
+        assert_eq!(view.len(), 2);
+        // And a removal of b never takes a's address with it.
+        view.remove(&b.parse().unwrap());
+        assert_eq!(at("10.0.0.1").as_deref(), Some(a));
+        assert_eq!(view.len(), 1);
     }
 }

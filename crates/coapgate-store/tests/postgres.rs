@@ -349,6 +349,179 @@ fn another_instances_writes_reach_the_views_on_resync() {
     assert!(!two.is_registered(&iccid(1)));
 }
 
+/// Polls `done` every millisecond for at most `limit`; how long it took.
+fn within(limit: Duration, what: &str, mut done: impl FnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    while !done() {
+        assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    start.elapsed()
+}
+
+#[test]
+fn a_following_instance_holds_another_instances_changes_within_a_second() {
+    let Some(db) = postgres("a_following_instance_holds_another_instances_changes") else {
+        return;
+    };
+    let one = db.open();
+    let two = db.open();
+    let follower = two.follow().unwrap();
+    assert!(follower.status().following && follower.status().connected);
+    let second = Duration::from_secs(1);
+    let mut delays = Vec::new();
+
+    one.put_device(device(1)).unwrap();
+    delays.push(within(second, "a new device", || {
+        two.directory().by_ip(device(1).ip).is_some()
+    }));
+    one.put_device(Device {
+        status: DeviceStatus::Inactive,
+        ip: "10.9.9.9".parse().unwrap(),
+        ..device(1)
+    })
+    .unwrap();
+    delays.push(within(second, "a changed device", || {
+        two.directory()
+            .by_ip("10.9.9.9".parse().unwrap())
+            .is_some_and(|d| d.status == DeviceStatus::Inactive)
+    }));
+    assert!(
+        two.directory().by_ip(device(1).ip).is_none(),
+        "the old address is gone"
+    );
+    one.set_psk(
+        &iccid(1),
+        &PskRecord::operator("secret12", PskFormat::String).unwrap(),
+    )
+    .unwrap();
+    delays.push(within(second, "an operator's PSK", || {
+        two.psk_keys()
+            .key(iccid(1).as_str())
+            .is_some_and(|k| k.as_slice() == b"secret12")
+    }));
+    let issued = one
+        .bootstrap(&update(&iccid(1), SystemTime::now()))
+        .unwrap();
+    delays.push(within(second, "a bootstrapped PSK", || {
+        two.psk_keys()
+            .key(iccid(1).as_str())
+            .is_some_and(|k| *k == *issued.key())
+    }));
+    one.mark_registered(&iccid(1), SystemTime::now()).unwrap();
+    delays.push(within(second, "a registration", || {
+        two.is_registered(&iccid(1))
+    }));
+    // A position written behind (the engine's path) and an operator's.
+    one.record(&iccid(1), Position::new(13.4, 52.5, "GPS", 1_000).unwrap());
+    one.flush_positions().unwrap();
+    delays.push(within(second, "a position written behind", || {
+        two.latest(&iccid(1))
+            .is_some_and(|p| p.sample_time() == 1_000)
+    }));
+    one.put_position(
+        &iccid(1),
+        &Position::new(1.0, 2.0, "CellTower", 2_000).unwrap(),
+    )
+    .unwrap();
+    delays.push(within(second, "an operator's position", || {
+        two.latest(&iccid(1))
+            .is_some_and(|p| p.source() == "CellTower" && p.latitude() == 2.0)
+    }));
+    let template = serde_json::json!({"sense": [{"asset": "T", "value": {"byte": 0, "bytelength": 2, "type": "int"}}]});
+    one.set_coap_template("t1", &template, coapgate_store::TemplateStatus::Active)
+        .unwrap();
+    delays.push(within(second, "a template", || {
+        two.coap_template().is_some_and(|t| t.name == "t1")
+    }));
+    assert!(two.active_template().is_some());
+    one.remove_device(&iccid(1)).unwrap();
+    delays.push(within(second, "a removed device", || {
+        two.directory().is_empty() && two.psk_keys().is_empty()
+    }));
+    assert!(!two.is_registered(&iccid(1)));
+    assert!(two.latest(&iccid(1)).is_none());
+
+    let status = follower.status();
+    assert!(status.changes >= 9, "{status:?}");
+    assert!(status.lag.is_some_and(|lag| lag < second), "{status:?}");
+    assert_eq!(status.resyncs, 0);
+    delays.sort();
+    println!(
+        "propagation between two stores: median {:?}, max {:?} over {} changes",
+        delays[delays.len() / 2],
+        delays[delays.len() - 1],
+        delays.len()
+    );
+}
+
+#[test]
+fn a_change_made_with_psql_is_followed_too() {
+    let Some(db) = postgres("a_change_made_with_psql_is_followed_too") else {
+        return;
+    };
+    let store = db.open();
+    store.put_device(device(1)).unwrap();
+    let _follower = store.follow().unwrap();
+    db.pg().psql(
+        "coapgate",
+        &format!(
+            "UPDATE devices SET status = 'INACTIVE' WHERE iccid = '{}'",
+            iccid(1)
+        ),
+    );
+    within(Duration::from_secs(1), "an operator's UPDATE", || {
+        store
+            .directory()
+            .by_ip(device(1).ip)
+            .is_some_and(|d| d.status == DeviceStatus::Inactive)
+    });
+}
+
+#[test]
+fn a_follower_reconnects_after_a_restart_and_resynchronises() {
+    let Some(mut db) = postgres("a_follower_reconnects_after_a_restart") else {
+        return;
+    };
+    let one = db.open();
+    let two = db.open();
+    let follower = two.follow().unwrap();
+    one.put_device(device(1)).unwrap();
+    within(Duration::from_secs(1), "before the restart", || {
+        two.directory().len() == 1
+    });
+
+    db.server().stop();
+    within(Duration::from_secs(10), "the loss noticed", || {
+        !follower.status().connected
+    });
+    // Views keep answering while the database is away.
+    assert!(two.directory().by_ip(device(1).ip).is_some());
+    db.server().restart();
+    // A change made before the feed is back is found by the resync, one
+    // made after by the feed.
+    one.put_device(device(2)).unwrap();
+    within(
+        Duration::from_secs(5),
+        "reconnected and resynchronised",
+        || follower.status().connected && two.directory().len() == 2,
+    );
+    assert!(follower.status().resyncs >= 1, "{:?}", follower.status());
+    one.put_device(device(3)).unwrap();
+    within(Duration::from_secs(1), "a change after the restart", || {
+        two.directory().len() == 3
+    });
+    follower.stop();
+}
+
+#[test]
+fn a_sqlite_store_has_nothing_to_follow() {
+    let store = Db::sqlite().open();
+    let follower = store.follow().unwrap();
+    let status = follower.status();
+    assert!(!status.following && !status.connected, "{status:?}");
+}
+
 #[test]
 fn a_database_at_version_0_is_migrated_leaving_other_tables_alone() {
     let Some(db) = postgres("a_database_at_version_0_is_migrated") else {

@@ -24,6 +24,7 @@
 //! is the caller's: [`StoreError::Busy`] for what may pass
 //! ([`is_transient`]).
 
+mod feed;
 mod pool;
 mod target;
 
@@ -40,8 +41,8 @@ pub(crate) use target::Target;
 
 use self::pool::{Conn, Pool, Statements};
 use crate::backend::{
-    Backend, RawDevice, RawPosition, RawPsk, RawTemplate, Snapshot, epoch_ms, parse_iccid,
-    sample_time,
+    Backend, ChangeFeed, RawDevice, RawPosition, RawPsk, RawTemplate, Snapshot, epoch_ms,
+    parse_iccid, sample_time,
 };
 use crate::error::Context;
 use crate::psk::restore;
@@ -157,6 +158,8 @@ fn column<'a, T: postgres::types::FromSql<'a>>(
 }
 
 pub(crate) struct Postgres {
+    /// Where the database is, for [`listen`](Backend::listen).
+    target: Arc<Target>,
     /// The admin API's and the views' connections.
     pool: Pool,
     /// The engine's writes: one connection of their own.
@@ -181,7 +184,14 @@ impl Postgres {
             })?;
             migrate(&mut lease.conn().client)?
         };
-        Ok((Postgres { pool, writer }, found))
+        Ok((
+            Postgres {
+                target,
+                pool,
+                writer,
+            },
+            found,
+        ))
     }
 
     /// Runs `work` (reads, or one idempotent statement) on a pooled
@@ -414,6 +424,106 @@ fn unknown(iccid: &Iccid) -> StoreError {
     }
 }
 
+const LOAD: &str = "load the views";
+
+/// The rows the views hold, in one read-only snapshot (the views agree with
+/// each other): every device's, or only those of `some`; the template when
+/// asked.
+fn read_rows(
+    conn: &mut Conn,
+    some: Option<&[String]>,
+    template: bool,
+) -> Result<Snapshot, StoreError> {
+    // Two statements per table rather than `$1 IS NULL OR …`, so that a
+    // read of a few devices plans as index lookups.
+    fn pick(some: Option<&[String]>, all: &'static str, these: &'static str) -> &'static str {
+        if some.is_some() { these } else { all }
+    }
+    let Conn { client, statements } = conn;
+    let mut tx = client
+        .build_transaction()
+        .isolation_level(IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .context(LOAD)?;
+    let keys: Vec<&str> = some
+        .unwrap_or_default()
+        .iter()
+        .map(String::as_str)
+        .collect();
+    let no_params: [&(dyn ToSql + Sync); 0] = [];
+    let key_params: [&(dyn ToSql + Sync); 1] = [&keys];
+    let params: &[&(dyn ToSql + Sync)] = if some.is_some() {
+        &key_params
+    } else {
+        &no_params
+    };
+    let mut snapshot = Snapshot::default();
+    let sql = pick(
+        some,
+        "SELECT iccid, imsi, ip, status, name FROM devices",
+        "SELECT iccid, imsi, ip, status, name FROM devices WHERE iccid = ANY($1)",
+    );
+    for row in query(&mut tx, statements, sql, params, LOAD)? {
+        snapshot.devices.push(raw_device(&row, LOAD)?);
+    }
+    let sql = pick(
+        some,
+        "SELECT iccid, secret, origin, last_bootstrap_ms FROM psks",
+        "SELECT iccid, secret, origin, last_bootstrap_ms FROM psks WHERE iccid = ANY($1)",
+    );
+    for row in query(&mut tx, statements, sql, params, LOAD)? {
+        snapshot.psks.push(RawPsk {
+            iccid: column(&row, 0, LOAD)?,
+            secret: Zeroizing::new(column(&row, 1, LOAD)?),
+            origin: column(&row, 2, LOAD)?,
+            last_bootstrap_ms: column(&row, 3, LOAD)?,
+        });
+    }
+    let sql = pick(
+        some,
+        "SELECT DISTINCT ON (iccid) iccid, longitude, latitude, source, sample_time
+         FROM positions ORDER BY iccid, sample_time DESC, id DESC",
+        "SELECT DISTINCT ON (iccid) iccid, longitude, latitude, source, sample_time
+         FROM positions WHERE iccid = ANY($1) ORDER BY iccid, sample_time DESC, id DESC",
+    );
+    for row in query(&mut tx, statements, sql, params, LOAD)? {
+        snapshot.latest.push(RawPosition {
+            iccid: column(&row, 0, LOAD)?,
+            longitude: column(&row, 1, LOAD)?,
+            latitude: column(&row, 2, LOAD)?,
+            source: column(&row, 3, LOAD)?,
+            sample_time: column(&row, 4, LOAD)?,
+        });
+    }
+    let sql = pick(
+        some,
+        "SELECT iccid FROM registrations",
+        "SELECT iccid FROM registrations WHERE iccid = ANY($1)",
+    );
+    for row in query(&mut tx, statements, sql, params, LOAD)? {
+        snapshot.registered.push(column(&row, 0, LOAD)?);
+    }
+    if template {
+        let rows = query(
+            &mut tx,
+            statements,
+            "SELECT name, template, status FROM templates WHERE protocol = 'COAP'",
+            &[],
+            LOAD,
+        )?;
+        if let Some(row) = rows.first() {
+            snapshot.template = Some(RawTemplate {
+                name: column(row, 0, LOAD)?,
+                text: column(row, 1, LOAD)?,
+                status: column(row, 2, LOAD)?,
+            });
+        }
+    }
+    tx.commit().context(LOAD)?;
+    Ok(snapshot)
+}
+
 impl Backend for Postgres {
     fn name(&self) -> &'static str {
         "postgres"
@@ -428,83 +538,7 @@ impl Backend for Postgres {
     }
 
     fn snapshot(&self) -> Result<Snapshot, StoreError> {
-        const CONTEXT: &str = "load the views";
-        self.run(&self.pool, CONTEXT, |conn| {
-            let Conn { client, statements } = conn;
-            // One snapshot for all tables: the views agree with each other.
-            let mut tx = client
-                .build_transaction()
-                .isolation_level(IsolationLevel::RepeatableRead)
-                .read_only(true)
-                .start()
-                .context(CONTEXT)?;
-            let mut snapshot = Snapshot::default();
-            for row in query(
-                &mut tx,
-                statements,
-                "SELECT iccid, imsi, ip, status, name FROM devices",
-                &[],
-                CONTEXT,
-            )? {
-                snapshot.devices.push(raw_device(&row, CONTEXT)?);
-            }
-            for row in query(
-                &mut tx,
-                statements,
-                "SELECT iccid, secret, origin, last_bootstrap_ms FROM psks",
-                &[],
-                CONTEXT,
-            )? {
-                snapshot.psks.push(RawPsk {
-                    iccid: column(&row, 0, CONTEXT)?,
-                    secret: Zeroizing::new(column(&row, 1, CONTEXT)?),
-                    origin: column(&row, 2, CONTEXT)?,
-                    last_bootstrap_ms: column(&row, 3, CONTEXT)?,
-                });
-            }
-            for row in query(
-                &mut tx,
-                statements,
-                "SELECT DISTINCT ON (iccid) iccid, longitude, latitude, source, sample_time
-                 FROM positions ORDER BY iccid, sample_time DESC, id DESC",
-                &[],
-                CONTEXT,
-            )? {
-                snapshot.latest.push(RawPosition {
-                    iccid: column(&row, 0, CONTEXT)?,
-                    longitude: column(&row, 1, CONTEXT)?,
-                    latitude: column(&row, 2, CONTEXT)?,
-                    source: column(&row, 3, CONTEXT)?,
-                    sample_time: column(&row, 4, CONTEXT)?,
-                });
-            }
-            for row in query(
-                &mut tx,
-                statements,
-                "SELECT iccid FROM registrations",
-                &[],
-                CONTEXT,
-            )? {
-                snapshot.registered.push(column(&row, 0, CONTEXT)?);
-            }
-            if let Some(row) = query(
-                &mut tx,
-                statements,
-                "SELECT name, template, status FROM templates WHERE protocol = 'COAP'",
-                &[],
-                CONTEXT,
-            )?
-            .first()
-            {
-                snapshot.template = Some(RawTemplate {
-                    name: column(row, 0, CONTEXT)?,
-                    text: column(row, 1, CONTEXT)?,
-                    status: column(row, 2, CONTEXT)?,
-                });
-            }
-            tx.commit().context(CONTEXT)?;
-            Ok(snapshot)
-        })
+        self.run(&self.pool, LOAD, |conn| read_rows(conn, None, true))
     }
 
     fn put_device(&self, device: &Device) -> Result<Put, StoreError> {
@@ -789,6 +823,10 @@ impl Backend for Postgres {
             )?;
             Ok(())
         })
+    }
+
+    fn listen(&self) -> Result<Option<Box<dyn ChangeFeed>>, StoreError> {
+        Ok(Some(Box::new(feed::Feed::open(&self.target)?)))
     }
 }
 

@@ -1,0 +1,3 @@
+-- Schema version 5: PostgreSQL's change notifications (postgres/0005). One
+-- process owns a SQLite database, so there is nothing to announce; the
+-- version is bumped to keep the two lists in step.
