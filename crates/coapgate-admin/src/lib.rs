@@ -25,6 +25,7 @@
 //!     token: Some(Token::new("change-me")),
 //!     metrics: Arc::new(NoMetrics),
 //!     ready: Arc::new(AtomicBool::new(true)),
+//!     health: None,
 //! };
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
 //! axum::serve(listener, router(state)).await?;
@@ -61,7 +62,7 @@
 //! | `PUT /v1/locate/devices/{iccid}/position` | position | 200, the stored position | 400 `iccid`, `coordinate`, `source`, `sampleTime`; 404 unknown device |
 //! | `GET /v1/locate/devices/{iccid}/positions` | — | 200 `{"coordinates": [position, …], "page": 1, "pageAmount": 1}`, newest first (at most [`coapgate_store::POSITIONS_KEPT`]) | 400 `iccid`; 404 unknown device |
 //! | `GET /metrics` | — | 200, the [`MetricsSource`]'s text with its content type (coapgate's server: OpenMetrics 1.0.0) | — |
-//! | `GET /healthz` | — | 200 `{"status": "ok"}` once [`AdminState::ready`] is true | 503 `{"error": "not ready"}` before |
+//! | `GET /healthz` | — | 200 `{"status": "ok", "store": {…}, "broker": {…}}` once [`AdminState::ready`] is true ([`Health`]: which store and broker are in use and whether each answers, when a [`HealthSource`] is given) | 503 `{"error": "not ready", "store": {…}, "broker": {…}}` before |
 //!
 //! Any other path is 404; a method a path does not support is 405; both
 //! with the error body. On every `/v1` route, 401 comes first (see above).
@@ -193,6 +194,46 @@ pub trait MetricsSource: Send + Sync {
     }
 }
 
+/// What `/healthz` says about the store and the broker besides readiness.
+pub trait HealthSource: Send + Sync {
+    /// Which store and broker are in use, and whether each answers now.
+    fn health(&self) -> Health;
+}
+
+/// The store and the broker as `/healthz` reports them.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Health {
+    /// The store.
+    pub store: StoreHealth,
+    /// The MQTT broker.
+    pub broker: BrokerHealth,
+}
+
+/// The store in use.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct StoreHealth {
+    /// `sqlite` or `postgres`.
+    pub backend: String,
+    /// Where it is: a URL with any password removed.
+    pub url: String,
+    /// Whether it answered its last probe.
+    pub up: bool,
+    /// Whether this instance receives the changes other instances make
+    /// (a shared PostgreSQL store whose change feed is connected); `false`
+    /// for SQLite, which one instance owns.
+    pub following: bool,
+}
+
+/// The MQTT broker in use.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct BrokerHealth {
+    /// `mqtt://host:port`, `mqtts://host:port`, or `embedded://ip:port`
+    /// (never a password).
+    pub url: String,
+    /// Whether the connection is up now.
+    pub connected: bool,
+}
+
 /// The admin bearer token.
 ///
 /// `Debug` prints `Token(<redacted>)`; the text is zeroized on drop and
@@ -231,6 +272,9 @@ pub struct AdminState {
     pub metrics: Arc<dyn MetricsSource>,
     /// `/healthz` answers 200 when true, 503 otherwise.
     pub ready: Arc<AtomicBool>,
+    /// What `/healthz` adds about the store and the broker; `None` leaves
+    /// them out.
+    pub health: Option<Arc<dyn HealthSource>>,
 }
 
 impl fmt::Debug for AdminState {
@@ -347,15 +391,22 @@ async fn metrics(State(state): State<AdminState>) -> Response {
 }
 
 async fn healthz(State(state): State<AdminState>) -> Response {
-    if state.ready.load(Ordering::Acquire) {
-        (
-            StatusCode::OK,
-            axum::Json(serde_json::json!({"status": "ok"})),
-        )
-            .into_response()
+    let ready = state.ready.load(Ordering::Acquire);
+    let (status, mut body) = if ready {
+        (StatusCode::OK, serde_json::json!({"status": "ok"}))
     } else {
-        AdminError::NotReady.into_response()
+        let error = AdminError::NotReady;
+        (
+            error.status(),
+            serde_json::json!({"error": error.to_string()}),
+        )
+    };
+    if let Some(source) = &state.health {
+        let health = source.health();
+        body["store"] = serde_json::json!(health.store);
+        body["broker"] = serde_json::json!(health.broker);
     }
+    (status, axum::Json(body)).into_response()
 }
 
 #[cfg(test)]

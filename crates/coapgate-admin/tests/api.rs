@@ -14,7 +14,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use axum::Router;
 use axum::body::Body;
 use axum::http::{HeaderMap, Method, Request, StatusCode, header};
-use coapgate_admin::{AdminState, MetricsSource, Token, router};
+use coapgate_admin::{
+    AdminState, BrokerHealth, Health, HealthSource, MetricsSource, StoreHealth, Token, router,
+};
 use coapgate_location::PositionStore;
 use coapgate_model::{Device, DeviceDirectory, DeviceStatus, Iccid};
 use coapgate_store::Store;
@@ -88,6 +90,7 @@ fn api_with(token: Option<&'static str>) -> Api {
         token: token.map(Token::new),
         metrics: Arc::new(FixedMetrics),
         ready: ready.clone(),
+        health: None,
     });
     let addr = serve(router);
     Api {
@@ -700,6 +703,65 @@ async fn metrics_and_healthz_need_no_token() {
         StatusCode::SERVICE_UNAVAILABLE,
         json!({"error": "not ready"}),
     );
+}
+
+/// A health source that reports a PostgreSQL store that is down.
+struct DownStore;
+
+impl HealthSource for DownStore {
+    fn health(&self) -> Health {
+        Health {
+            store: StoreHealth {
+                backend: "postgres".into(),
+                url: "postgres://coapgate@db.example:5432/coapgate".into(),
+                up: false,
+                following: false,
+            },
+            broker: BrokerHealth {
+                url: "mqtts://broker.example:8883".into(),
+                connected: true,
+            },
+        }
+    }
+}
+
+#[tokio::test]
+async fn healthz_names_the_store_and_the_broker_and_whether_each_answers() {
+    let store = coapgate_store::open("memory://").unwrap();
+    let ready = Arc::new(AtomicBool::new(true));
+    let addr = serve(router(AdminState {
+        store: store.clone(),
+        token: Some(Token::new("t")),
+        metrics: Arc::new(FixedMetrics),
+        ready: ready.clone(),
+        health: Some(Arc::new(DownStore)),
+    }));
+    let api = Api {
+        store,
+        addr,
+        ready,
+        token: None,
+    };
+    let parts = json!({
+        "store": {
+            "backend": "postgres",
+            "url": "postgres://coapgate@db.example:5432/coapgate",
+            "up": false,
+            "following": false
+        },
+        "broker": {"url": "mqtts://broker.example:8883", "connected": true}
+    });
+    let ok = api.call(Method::GET, "/healthz").await;
+    assert_eq!(ok.status, StatusCode::OK);
+    let mut expected = parts.clone();
+    expected["status"] = json!("ok");
+    assert_eq!(ok.json(), expected);
+    api.ready.store(false, Ordering::Release);
+    let mut expected = parts;
+    expected["error"] = json!("not ready");
+    api.call(Method::GET, "/healthz")
+        .await
+        .refused(StatusCode::SERVICE_UNAVAILABLE, expected);
 }
 
 #[tokio::test]

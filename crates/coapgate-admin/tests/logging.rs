@@ -90,6 +90,7 @@ async fn one_debug_line_per_request_and_no_secret_in_the_log() {
         token: Some(Token::new(TOKEN)),
         metrics: Arc::new(NoMetrics),
         ready: Arc::new(AtomicBool::new(true)),
+        health: None,
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

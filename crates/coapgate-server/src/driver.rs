@@ -6,7 +6,7 @@ use std::future::Future;
 use std::io::ErrorKind;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime};
 
 use coapgate_endpoint::{PublishResult, StoreResult, StoreWrite, StoreWriteId};
@@ -16,6 +16,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::health::Dependencies;
 use crate::metrics::{self, Snapshot};
 use crate::writer::StoreWriter;
 
@@ -39,7 +40,8 @@ pub(crate) struct Driver {
     pub(crate) scrapes: mpsc::Receiver<oneshot::Sender<String>>,
     pub(crate) publish_seconds: Histogram,
     /// Whether the store answered its last probe.
-    pub(crate) store_up: Arc<AtomicBool>,
+    /// The store and broker in use, and whether each answers.
+    pub(crate) deps: Arc<Dependencies>,
 }
 
 impl Driver {
@@ -166,7 +168,8 @@ impl Driver {
             dtls: self.gateway.dtls_stats(),
             outbox_depth: self.bridge.outbox_depth(),
             broker_connected: self.bridge.is_connected(),
-            store_up: self.store_up.load(Ordering::Relaxed),
+            store_up: self.deps.store_up.load(Ordering::Relaxed),
+            store_follow: Some(self.deps.follow_status()),
             receive_drops,
         }
     }

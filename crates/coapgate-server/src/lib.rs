@@ -32,6 +32,7 @@
 mod background;
 mod config;
 mod driver;
+mod health;
 mod metrics;
 mod udp;
 mod writer;
@@ -48,7 +49,7 @@ use coapgate_gateway::Gateway;
 #[cfg(feature = "embedded-broker")]
 use coapgate_mqtt::EmbeddedBroker;
 use coapgate_mqtt::{Bridge, BridgeEvent, BridgeHandle};
-use coapgate_store::Store;
+use coapgate_store::{Follower, Store};
 use secrecy::ExposeSecret;
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
@@ -112,6 +113,10 @@ pub struct Server {
     /// `/healthz`: every listener bound, the store open, and the broker
     /// connected at least once (docs/decisions.md).
     ready: Arc<AtomicBool>,
+    /// Other instances' changes to a shared store, reaching this one.
+    follower: Follower,
+    /// The broker in use, for `/healthz` (no password).
+    broker_url: String,
     #[cfg(feature = "embedded-broker")]
     _broker: Option<EmbeddedBroker>,
 }
@@ -159,9 +164,10 @@ impl Server {
     /// its first connection, and binds the CoAP, CoAPS and admin sockets.
     pub async fn bind(config: Config) -> Result<Self, ServerError> {
         config.validate()?;
-        let (config, store) = tokio::task::spawn_blocking(move || {
+        let (config, store, follower) = tokio::task::spawn_blocking(move || {
             let store = open_and_seed(&config)?;
-            Ok::<_, ServerError>((config, store))
+            let follower = store.follow()?;
+            Ok::<_, ServerError>((config, store, follower))
         })
         .await
         .map_err(|_| ServerError::Panicked)??;
@@ -192,6 +198,14 @@ impl Server {
                      (cargo feature `embedded-broker` of coapgate-server)",
                 )));
             }
+        };
+        let broker_url = match (&config.mqtt.url, embedded) {
+            (Some(url), _) => {
+                let scheme = if url.is_tls() { "mqtts" } else { "mqtt" };
+                format!("{scheme}://{}", host_port(url.host(), url.port()))
+            }
+            (None, Some(addr)) => format!("embedded://{addr}"),
+            (None, None) => String::new(),
         };
         let bridge_config = config.mqtt.bridge(embedded);
         let (bridge, mut events) = Bridge::start(bridge_config)?;
@@ -246,6 +260,8 @@ impl Server {
             admin,
             admin_addr,
             ready: Arc::new(AtomicBool::new(connected)),
+            follower,
+            broker_url,
             scrapes,
             metrics: MetricsHandle {
                 scrapes: scrapes_tx,
@@ -314,8 +330,15 @@ impl Server {
             })
         });
         let (writer, store_results) = writer::StoreWriter::start(store.clone())?;
-        // It was open a moment ago; the prober keeps this current.
-        let store_up = Arc::new(AtomicBool::new(true));
+        let deps = Arc::new(health::Dependencies {
+            store: store.clone(),
+            store_url: coapgate_store::redacted_url(&self.config.store.url),
+            // It was open a moment ago; the prober keeps this current.
+            store_up: AtomicBool::new(true),
+            follower: self.follower,
+            broker_url: self.broker_url,
+            broker: self.bridge.connection(),
+        });
         let driver = driver::Driver {
             gateway: Gateway::new(endpoint, self.dtls),
             coap: self.coap,
@@ -327,12 +350,12 @@ impl Server {
             shutdown_grace: self.config.coap.shutdown_grace,
             scrapes: self.scrapes,
             publish_seconds: metrics::publish_histogram(),
-            store_up: store_up.clone(),
+            deps: deps.clone(),
         };
         // Positions from templates are written behind, once a second.
         let flusher = tokio::spawn(flush_positions_every(store.clone(), POSITION_FLUSH));
-        // Whether the store answers, for /metrics (coapgate_store_up).
-        let prober = tokio::spawn(probe_store_every(store.clone(), store_up, STORE_PROBE));
+        // Whether the store answers, for /metrics and /healthz.
+        let prober = tokio::spawn(health::probe_store_every(deps.clone(), STORE_PROBE));
         // The admin API runs beside the engine until the engine stops.
         let (admin_stop, admin_stopped) = tokio::sync::oneshot::channel::<()>();
         let state = coapgate_admin::AdminState {
@@ -345,6 +368,7 @@ impl Server {
                 .map(|token| coapgate_admin::Token::new(token.expose_secret().to_owned())),
             metrics: Arc::new(self.metrics.clone()),
             ready: self.ready.clone(),
+            health: Some(deps),
         };
         let api =
             axum::serve(self.admin, coapgate_admin::router(state)).with_graceful_shutdown(async {
@@ -384,36 +408,20 @@ async fn flush_positions_every(store: Store, period: Duration) {
 /// How often the store is asked whether it answers.
 const STORE_PROBE: Duration = Duration::from_secs(2);
 
-/// Keeps `up` saying whether the store answers a trivial query (always, for
-/// SQLite; PostgreSQL may be down), off the event loop; a change is logged.
-async fn probe_store_every(store: Store, up: Arc<AtomicBool>, period: Duration) {
-    let mut tick = tokio::time::interval(period);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        let probe = store.clone();
-        let answered = match tokio::task::spawn_blocking(move || probe.ping()).await {
-            Ok(Ok(())) => true,
-            Ok(Err(error)) => {
-                if up.load(Ordering::Relaxed) {
-                    tracing::warn!(%error, backend = store.backend(), "store unreachable; known devices are served from memory");
-                }
-                false
-            }
-            Err(_) => false,
-        };
-        if answered && !up.load(Ordering::Relaxed) {
-            tracing::info!(backend = store.backend(), "store reachable again");
-        }
-        up.store(answered, Ordering::Relaxed);
-    }
-}
-
 async fn flush_positions(store: Store) {
     match tokio::task::spawn_blocking(move || store.flush_positions()).await {
         Ok(Ok(_)) => {}
         Ok(Err(error)) => tracing::error!(%error, "could not write positions"),
         Err(error) => tracing::error!(%error, "position writer failed"),
+    }
+}
+
+/// `host:port`, an IPv6 host in brackets.
+fn host_port(host: &str, port: u16) -> String {
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
     }
 }
 

@@ -6,6 +6,7 @@ use std::fmt;
 
 use coapgate_dtls::DtlsStats;
 use coapgate_endpoint::EndpointStats;
+use coapgate_store::FollowStatus;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::counter::ConstCounter;
@@ -30,6 +31,8 @@ pub(crate) struct Snapshot {
     pub(crate) broker_connected: bool,
     /// The store answered its last probe.
     pub(crate) store_up: bool,
+    /// Following a shared store's changes (`None`: not asked).
+    pub(crate) store_follow: Option<FollowStatus>,
     /// Datagrams the kernel dropped for a full receive buffer, per
     /// listener, where the OS reports them.
     pub(crate) receive_drops: Vec<(&'static str, u64)>,
@@ -137,6 +140,30 @@ impl Collector for Snapshot {
             "1 while the store (SQLite or PostgreSQL) answers.",
             i64::from(self.store_up),
         )?;
+        // Only a store shared by several instances has changes to follow.
+        if let Some(follow) = self.store_follow.filter(|f| f.following) {
+            counter(
+                &mut encoder,
+                "store_changes",
+                "Changes announced by the shared store (by any instance) and applied to this instance's views.",
+                follow.changes,
+            )?;
+            counter(
+                &mut encoder,
+                "store_resyncs",
+                "Full reloads of the views after the store's change feed was lost.",
+                follow.resyncs,
+            )?;
+            if let Some(lag) = follow.lag {
+                let metric = ConstGauge::new(lag.as_secs_f64());
+                metric.encode(encoder.encode_descriptor(
+                    "store_change_lag_seconds",
+                    "From a change's commit (the database's clock) to this instance's views holding it, for the last change applied.",
+                    None,
+                    metric.metric_type(),
+                )?)?;
+            }
+        }
 
         let d = &self.dtls;
         {
@@ -294,5 +321,36 @@ mod tests {
         ] {
             assert!(text.lines().any(|l| l == line), "{line} missing in\n{text}");
         }
+        assert!(
+            !text.contains("coapgate_store_change"),
+            "not following: {text}"
+        );
+    }
+
+    #[test]
+    fn a_followed_store_reports_its_changes_resyncs_and_lag() {
+        let mut follow = FollowStatus::default();
+        follow.following = true;
+        follow.changes = 12;
+        follow.resyncs = 1;
+        let snapshot = |follow: FollowStatus| Snapshot {
+            store_follow: Some(follow),
+            ..Snapshot::default()
+        };
+        let text = render(snapshot(follow), &publish_histogram());
+        for line in [
+            "coapgate_store_changes_total 12",
+            "coapgate_store_resyncs_total 1",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing in\n{text}");
+        }
+        assert!(!text.contains("lag"), "no change yet, no lag: {text}");
+        follow.lag = Some(std::time::Duration::from_millis(3));
+        let text = render(snapshot(follow), &publish_histogram());
+        assert!(
+            text.lines()
+                .any(|l| l == "coapgate_store_change_lag_seconds 0.003"),
+            "{text}"
+        );
     }
 }

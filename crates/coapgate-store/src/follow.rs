@@ -42,7 +42,7 @@ pub struct Follower {
 }
 
 /// Where a [`Follower`] stands; [`Follower::status`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct FollowStatus {
     /// Whether there is anything to follow: `false` for SQLite, which one
@@ -117,21 +117,34 @@ impl Store {
     ///
     /// Blocks while it connects and then reloads every view once (changes
     /// made between [`open`](crate::open) and now would otherwise be
-    /// missed). On SQLite, which one process owns, there is nothing to
-    /// follow: the returned `Follower` runs no thread and says
-    /// `following: false`. Errors: as [`resync`](Self::resync), or
-    /// [`StoreError::Busy`] when the database cannot be reached.
+    /// missed). When the database cannot be reached just now, the follower
+    /// starts disconnected and connects (and reloads) as soon as it can.
+    /// On SQLite, which one process owns, there is nothing to follow: the
+    /// returned `Follower` runs no thread and says `following: false`.
+    /// Errors: what is not transient ([`StoreError::is_transient`]): a
+    /// refused login, a damaged row.
     pub fn follow(&self) -> Result<Follower, StoreError> {
-        let Some(feed) = self.inner.db.listen()? else {
-            return Ok(Follower {
-                state: Arc::new(State::default()),
-                thread: None,
-            });
+        let feed = match self.inner.db.listen() {
+            Ok(None) => {
+                return Ok(Follower {
+                    state: Arc::new(State::default()),
+                    thread: None,
+                });
+            }
+            Ok(Some(feed)) => match self.resync() {
+                Ok(_) => Some(feed),
+                Err(error) if error.is_transient() => None,
+                Err(error) => return Err(error),
+            },
+            Err(error) if error.is_transient() => None,
+            Err(error) => return Err(error),
         };
-        self.resync()?;
+        if feed.is_none() {
+            tracing::warn!("store unreachable; following its changes once it is back");
+        }
         let state = Arc::new(State {
             following: true,
-            connected: AtomicBool::new(true),
+            connected: AtomicBool::new(feed.is_some()),
             lag_us: AtomicU64::new(u64::MAX),
             ..State::default()
         });
@@ -151,8 +164,7 @@ impl Store {
         })
     }
 
-    fn follow_until_stopped(&self, feed: Box<dyn ChangeFeed>, state: &State) {
-        let mut feed = Some(feed);
+    fn follow_until_stopped(&self, mut feed: Option<Box<dyn ChangeFeed>>, state: &State) {
         let mut pause = RECONNECT_MIN;
         let mut quiet_since = Instant::now();
         while !state.stop.load(Ordering::Relaxed) {

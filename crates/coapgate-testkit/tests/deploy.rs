@@ -60,12 +60,11 @@ const EXPORTED: &[(&str, Kind)] = &[
     ("dtls_datagrams_dropped", Counter),
     ("udp_receive_drops", Counter),
     ("mqtt_publish_seconds", Histogram),
+    ("store_up", Gauge),
+    ("store_changes", Counter),
+    ("store_resyncs", Counter),
+    ("store_change_lag_seconds", Gauge),
 ];
-
-/// Metrics the shared PostgreSQL store of issue 11 brings, which the rules
-/// and the dashboard already use: whether the store answers (0/1), and how
-/// late the last change made elsewhere reached this instance.
-const ISSUE_11: &[(&str, Kind)] = &[("store_up", Gauge), ("store_change_lag_seconds", Gauge)];
 
 /// What the dashboard must show (the operator's questions, docs/deployment.md).
 const DASHBOARD_MUST_SHOW: &[&str] = &[
@@ -95,7 +94,7 @@ fn read(relative: &str) -> String {
 /// Every series name Prometheus sees for the known metrics, plus `up`.
 fn series_names() -> BTreeSet<String> {
     let mut names = BTreeSet::from(["up".to_owned()]);
-    for (name, kind) in EXPORTED.iter().chain(ISSUE_11) {
+    for (name, kind) in EXPORTED.iter() {
         let name = format!("coapgate_{name}");
         match kind {
             Counter => {
@@ -149,7 +148,7 @@ fn the_known_metrics_are_those_metrics_rs_exports() {
         let re = Regex::new(pattern).unwrap();
         found.extend(re.captures_iter(&source).map(|c| c[1].to_owned()));
     }
-    let known: BTreeMap<&str, Kind> = EXPORTED.iter().chain(ISSUE_11).copied().collect();
+    let known: BTreeMap<&str, Kind> = EXPORTED.iter().copied().collect();
     for name in &found {
         assert!(
             known.contains_key(name.as_str()),
@@ -165,14 +164,6 @@ fn the_known_metrics_are_those_metrics_rs_exports() {
             "coapgate_{name} is no longer in metrics.rs, but deploy/ uses it: \
              update EXPORTED, the rules and the dashboard"
         );
-    }
-    for (name, _) in ISSUE_11 {
-        if !found.contains(*name) {
-            eprintln!(
-                "note: coapgate_{name} (issue 11) is not exported yet; the rules and the \
-                 dashboard already use it"
-            );
-        }
     }
 }
 
