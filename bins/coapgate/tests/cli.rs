@@ -47,6 +47,7 @@ fn serve() -> Server {
         token: Some(Token::new(TOKEN)),
         metrics: Arc::new(NoMetrics),
         ready: Arc::new(AtomicBool::new(true)),
+        health: None,
     });
     std::thread::spawn(move || {
         let runtime = tokio::runtime::Builder::new_current_thread()
