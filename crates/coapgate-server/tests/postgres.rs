@@ -110,3 +110,101 @@ fn known_devices_are_served_while_postgresql_is_down() {
     let body = String::from_utf8(answer.payload.clone()).unwrap();
     assert!(body.starts_with(&format!("{ICCID_B},")), "{body}");
 }
+
+/// (median, slowest) of some latencies.
+fn spread(mut took: Vec<Duration>) -> (Duration, Duration) {
+    took.sort();
+    (took[took.len() / 2], took[took.len() - 1])
+}
+
+#[test]
+fn a_database_answering_500_ms_late_leaves_telemetry_latency_unchanged() {
+    let test = "server_postgres_500ms_late";
+    let Some(pg) = Postgres::start(test) else {
+        return;
+    };
+    pg.create_database("coapgate");
+    // Every byte PostgreSQL sends reaches coapgate through this proxy.
+    let proxy = coapgate_testkit::DelayProxy::start(pg.port, Duration::ZERO);
+    let url = pg
+        .url("coapgate")
+        .replace(&format!(":{}/", pg.port), &format!(":{}/", proxy.port));
+    let Some(s) = setup_with(test, |c| c.store.url = url.clone()) else {
+        return;
+    };
+    let server = s.server.coap_addr();
+    let known = UdpSocket::bind("127.0.0.2:0").unwrap();
+    known.connect(server).unwrap();
+    known
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let changed = MessageClass::Response(ResponseType::Changed);
+    let mut mid = 0u16;
+    let mut measure = |rounds: usize| {
+        let mut took = Vec::with_capacity(rounds);
+        for _ in 0..rounds {
+            mid += 1;
+            let post = request(
+                MessageType::Confirmable,
+                codec::RequestType::Post,
+                mid,
+                "data",
+            );
+            let (answer, latency) = exchange(&known, &post);
+            assert_eq!(answer.header.code, changed, "message {mid}");
+            took.push(latency);
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        spread(took)
+    };
+    // The first message also records the device's registration.
+    measure(5);
+    let (base_median, base_slowest) = measure(60);
+
+    proxy.set_delay(Duration::from_millis(500));
+    // Keep the database busy meanwhile: /bootstrap calls (the store
+    // writer), position flushes and probes all wait 500 ms per round trip.
+    let onboarding = UdpSocket::bind("127.0.0.3:0").unwrap();
+    onboarding.connect(server).unwrap();
+    onboarding
+        .set_read_timeout(Some(Duration::from_secs(15)))
+        .unwrap();
+    let bootstrapper = std::thread::spawn(move || {
+        let mut slowest = Duration::ZERO;
+        for mid in 0..3u16 {
+            let get = request(
+                MessageType::NonConfirmable,
+                codec::RequestType::Get,
+                0x5000 + mid,
+                "bootstrap",
+            );
+            let (answer, took) = exchange(&onboarding, &get);
+            assert_eq!(
+                answer.header.code,
+                MessageClass::Response(ResponseType::Content)
+            );
+            slowest = slowest.max(took);
+        }
+        slowest
+    });
+    let (slow_median, slow_slowest) = measure(60);
+    let bootstrap_slowest = bootstrapper.join().unwrap();
+    eprintln!(
+        "{test}: telemetry 2.04 median/slowest {base_median:?}/{base_slowest:?} with a prompt \
+         database, {slow_median:?}/{slow_slowest:?} with one 500 ms late; /bootstrap meanwhile \
+         took up to {bootstrap_slowest:?}"
+    );
+    assert!(
+        bootstrap_slowest >= Duration::from_millis(500),
+        "the database was really late: {bootstrap_slowest:?}"
+    );
+    // Any wait for the database would cost at least 500 ms.
+    assert!(
+        slow_slowest < Duration::from_millis(250),
+        "{slow_slowest:?}"
+    );
+    assert!(
+        slow_median < base_median * 3 + Duration::from_millis(5),
+        "median {slow_median:?} vs {base_median:?}"
+    );
+}
