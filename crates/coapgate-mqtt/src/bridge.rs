@@ -257,14 +257,7 @@ impl BridgeHandle {
     /// follows every `Ok`.
     pub fn publish(&self, msg: Outgoing) -> Result<(), MqttError> {
         let shared = &self.inner.shared;
-        check_topic(&msg.topic)?;
-        let size = publish_packet_size(msg.topic.len(), msg.payload.len());
-        if size > shared.max_packet_size {
-            return Err(MqttError::PacketTooLarge {
-                size,
-                max: shared.max_packet_size,
-            });
-        }
+        self.check(&msg.topic, msg.payload.len())?;
         let mut st = shared.lock();
         if st.closing {
             return Err(MqttError::Closed);
@@ -297,6 +290,20 @@ impl BridgeHandle {
         if st.reaper_at.is_none_or(|at| deadline < at) {
             st.reaper_at = Some(deadline);
             shared.reaper_wake.notify_one();
+        }
+        Ok(())
+    }
+
+    /// Whether [`publish`](Self::publish) could ever take a message with
+    /// this topic and payload size: [`MqttError::InvalidTopic`] or
+    /// [`MqttError::PacketTooLarge`] when not. For callers that accept a
+    /// message before handing it over (a spool).
+    pub fn check(&self, topic: &str, payload_len: usize) -> Result<(), MqttError> {
+        check_topic(topic)?;
+        let size = publish_packet_size(topic.len(), payload_len);
+        let max = self.inner.shared.max_packet_size;
+        if size > max {
+            return Err(MqttError::PacketTooLarge { size, max });
         }
         Ok(())
     }

@@ -409,20 +409,37 @@ impl MosquittoSub {
     /// Subscribes to `#` on 127.0.0.1:`port` with QoS 1 and returns once a
     /// probe published with `mosquitto_pub` came through (at most 10 s).
     pub fn start(port: u16, test: &str) -> Option<Self> {
+        Self::start_with(port, None, test)
+    }
+
+    /// Like [`start`](Self::start), with a persistent session (clean
+    /// session off) under `client_id`: a broker started with
+    /// [`Mosquitto::start_persistent`] keeps queuing for it across its own
+    /// graceful restarts and while `mosquitto_sub` reconnects.
+    pub fn start_persistent(port: u16, client_id: &str, test: &str) -> Option<Self> {
+        Self::start_with(port, Some(client_id), test)
+    }
+
+    fn start_with(port: u16, session: Option<&str>, test: &str) -> Option<Self> {
         let sub = require("mosquitto_sub", test)?;
         let publ = require("mosquitto_pub", test)?;
+        let port_arg = port.to_string();
+        let mut args = vec![
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port_arg,
+            "-t",
+            "#",
+            "-v",
+            "-q",
+            "1",
+        ];
+        if let Some(id) = session {
+            args.extend(["-c", "-i", id]);
+        }
         let mut child = Command::new(sub)
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &port.to_string(),
-                "-t",
-                "#",
-                "-v",
-                "-q",
-                "1",
-            ])
+            .args(&args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
