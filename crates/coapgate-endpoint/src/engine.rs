@@ -420,11 +420,12 @@ impl Endpoint {
                 return;
             }
         }
-        let response = Response::new(match result {
-            PublishResult::Confirmed => ResponseType::Changed,
-            PublishResult::Unavailable => ResponseType::BadGateway,
-            PublishResult::TimedOut => ResponseType::GatewayTimeout,
-        });
+        let response = match result {
+            PublishResult::Confirmed => Response::new(ResponseType::Changed),
+            PublishResult::Unavailable => Response::new(ResponseType::BadGateway),
+            PublishResult::TimedOut => Response::new(ResponseType::GatewayTimeout),
+            PublishResult::TryLater => Response::service_unavailable(),
+        };
         self.finish(now, request_id, response);
     }
 

@@ -116,7 +116,7 @@ pub const VERDICTS: [PublishResult; 4] = [
     PublishResult::Confirmed,
     PublishResult::Unavailable,
     PublishResult::TimedOut,
-    PublishResult::Confirmed,
+    PublishResult::TryLater,
 ];
 
 /// One step of a script, as parsed from (or written to) its bytes.
@@ -519,6 +519,7 @@ impl Harness {
             PublishResult::Confirmed => ResponseType::Changed,
             PublishResult::Unavailable => ResponseType::BadGateway,
             PublishResult::TimedOut => ResponseType::GatewayTimeout,
+            PublishResult::TryLater => ResponseType::ServiceUnavailable,
         };
         assert_eq!(packet.header.code, MessageClass::Response(code));
         assert_eq!(packet.get_token(), origin.token, "response token");

@@ -96,6 +96,10 @@ pub enum PublishResult {
     Unavailable,
     /// Sent, but not confirmed by the deadline: answer 5.04.
     TimedOut,
+    /// Not taken now, and nothing of it kept — a full store-and-forward
+    /// spool, or one whose disk failed: answer 5.03 Service Unavailable
+    /// with Max-Age (come back later).
+    TryLater,
 }
 
 /// A write the engine wants made durable, off the event loop.

@@ -326,6 +326,21 @@ fn a_publish_the_driver_could_not_hand_over_gives_5_02() {
 }
 
 #[test]
+fn a_publish_the_spool_could_not_take_gives_5_03_with_max_age_and_no_lifecycle() {
+    let mut w = World::new();
+    w.deliver(device(), &Req::con_post(1).payload(b"x").bytes());
+    let r = one(w.broker(0, PublishResult::TryLater));
+    assert!(r.is(ResponseType::ServiceUnavailable));
+    assert_eq!(r.kind, MessageType::Acknowledgement);
+    assert_eq!(
+        r.packet.get_first_option(CoapOption::MaxAge),
+        Some(&vec![5]),
+        "Max-Age: come back in 5 s"
+    );
+    assert!(r.packet.payload.is_empty());
+}
+
+#[test]
 fn an_unconfirmed_publish_gives_5_04_at_the_deadline_and_a_late_puback_changes_nothing() {
     let mut w = World::with_config({
         let mut config = EndpointConfig::default();
