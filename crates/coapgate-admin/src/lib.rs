@@ -207,6 +207,24 @@ pub struct Health {
     pub store: StoreHealth,
     /// The MQTT broker.
     pub broker: BrokerHealth,
+    /// The store-and-forward spool, when devices are answered from it
+    /// (`[mqtt] ack = "spool"`); left out of the body otherwise.
+    pub spool: Option<SpoolHealth>,
+}
+
+/// The store-and-forward spool in use.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct SpoolHealth {
+    /// The spool file.
+    pub path: String,
+    /// Messages acknowledged to devices and not yet confirmed by the broker.
+    pub messages: u64,
+    /// Bytes of them (topic and payload).
+    pub bytes: u64,
+    /// The bound; beyond it devices get 5.03.
+    pub max_bytes: u64,
+    /// Whether its last write succeeded.
+    pub writable: bool,
 }
 
 /// The store in use.
@@ -405,6 +423,9 @@ async fn healthz(State(state): State<AdminState>) -> Response {
         let health = source.health();
         body["store"] = serde_json::json!(health.store);
         body["broker"] = serde_json::json!(health.broker);
+        if let Some(spool) = health.spool {
+            body["spool"] = serde_json::json!(spool);
+        }
     }
     (status, axum::Json(body)).into_response()
 }

@@ -721,6 +721,7 @@ impl HealthSource for DownStore {
                 url: "mqtts://broker.example:8883".into(),
                 connected: true,
             },
+            spool: None,
         }
     }
 }

@@ -22,6 +22,7 @@ use coapgate_dtls::{DtlsConfig, DtlsError};
 use coapgate_endpoint::{EndpointConfig, PayloadFormat};
 use coapgate_model::{Device, DeviceStatus, Iccid, Imsi};
 use coapgate_mqtt::{BridgeConfig, BrokerUrl, MqttError, Password, TlsConfig};
+use coapgate_spool::SpoolConfig;
 use coapgate_topic::TopicTemplates;
 use secrecy::ExposeSecret;
 pub use secrecy::SecretString;
@@ -178,9 +179,20 @@ pub struct MqttConfig {
     /// Where the embedded broker listens (`127.0.0.1:1883`; an explicit
     /// port).
     pub embedded_bind: SocketAddr,
-    /// How long start-up waits for the first broker connection, seconds (10).
+    /// How long start-up waits for the first broker connection, seconds (10;
+    /// not at all with `ack = "spool"`).
     #[serde(with = "coapgate_exchange::secs_f64")]
     pub connect_timeout: Duration,
+    /// When a device gets its 2.04: once the broker confirmed the message
+    /// (`"broker"`, the default), or once it is durably in the local spool
+    /// (`"spool"`; forwarded to the broker when it can be).
+    pub ack: AckMode,
+    /// The spool file with `ack = "spool"` (`coapgate.spool`, relative to
+    /// the working directory; SQLite, with `-wal`/`-shm` files beside it).
+    pub spool_path: Option<PathBuf>,
+    /// Most bytes of messages the spool holds; beyond it devices get 5.03
+    /// with Max-Age (256 MiB).
+    pub spool_max_bytes: Option<u64>,
     /// The bridge's configuration, defaults and rules: `client_id`, `qos`,
     /// `keep_alive`, `max_packet_size`; its outbox holds `coap.max_pending`
     /// publishes; its `tls` comes from `ca_file`, `cert_file` and
@@ -188,6 +200,22 @@ pub struct MqttConfig {
     #[serde(skip)]
     pub link: BridgeConfig,
 }
+
+/// `[mqtt] ack`: when a device's message counts as accepted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum AckMode {
+    /// 2.04 once the broker confirmed the message (PUBACK/PUBCOMP).
+    #[default]
+    Broker,
+    /// 2.04 once the message is fsync'd in the local spool
+    /// ([`coapgate_spool`]); forwarded in order when the broker is there.
+    Spool,
+}
+
+/// [`MqttConfig::spool_path`] unless set.
+pub const DEFAULT_SPOOL_PATH: &str = "coapgate.spool";
 
 /// The environment variable that may hold the broker password (the user
 /// name stays in `[mqtt] url`). Empty counts as unset; a password in both
@@ -268,12 +296,56 @@ impl Default for MqttConfig {
             url: None,
             embedded_bind: SocketAddr::from(([127, 0, 0, 1], 1883)),
             connect_timeout: Duration::from_secs(10),
+            ack: AckMode::Broker,
+            spool_path: None,
+            spool_max_bytes: None,
             link: BridgeConfig::default(),
         }
     }
 }
 
 impl MqttConfig {
+    /// The spool's configuration with `ack = "spool"`; `None` otherwise.
+    pub fn spool(&self) -> Option<SpoolConfig> {
+        (self.ack == AckMode::Spool).then(|| {
+            let mut spool = SpoolConfig::new(
+                self.spool_path
+                    .clone()
+                    .unwrap_or_else(|| PathBuf::from(DEFAULT_SPOOL_PATH)),
+            );
+            if let Some(max) = self.spool_max_bytes {
+                spool.max_bytes = max;
+            }
+            spool
+        })
+    }
+
+    fn validate_spool(&self) -> Result<(), ConfigError> {
+        if self.ack == AckMode::Broker {
+            let given = [
+                ("mqtt.spool_path", self.spool_path.is_some()),
+                ("mqtt.spool_max_bytes", self.spool_max_bytes.is_some()),
+            ];
+            if let Some((key, _)) = given.into_iter().find(|(_, given)| *given) {
+                return Err(ConfigError::new(key, "needs mqtt.ack = \"spool\""));
+            }
+        }
+        if self.spool_max_bytes == Some(0) {
+            return Err(ConfigError::new(
+                "mqtt.spool_max_bytes",
+                "must be more than 0",
+            ));
+        }
+        if self
+            .spool_path
+            .as_ref()
+            .is_some_and(|p| p.as_os_str().is_empty())
+        {
+            return Err(ConfigError::new("mqtt.spool_path", "must not be empty"));
+        }
+        Ok(())
+    }
+
     /// The bridge's configuration: [`link`](Self::link) aimed at `url`, or
     /// at the embedded broker's address when there is no `url`.
     pub fn bridge(&self, embedded_broker: Option<SocketAddr>) -> BridgeConfig {
@@ -478,6 +550,7 @@ impl Config {
             }
             other => ConfigError::new("mqtt", other),
         })?;
+        self.mqtt.validate_spool()?;
         if self.mqtt.url.is_none() && self.mqtt.embedded_bind.port() == 0 {
             return Err(ConfigError::new(
                 "mqtt.embedded_bind",

@@ -1,6 +1,7 @@
 //! The event loop around the sans-IO [`Gateway`]: two UDP sockets, one
-//! timer, the MQTT bridge, the store writer — and nothing else. Every
-//! protocol decision is the gateway's.
+//! timer, the sink for accepted messages (the MQTT bridge, or the spool in
+//! front of it), the store writer — and nothing else. Every protocol
+//! decision is the gateway's.
 
 use std::future::Future;
 use std::io::ErrorKind;
@@ -9,15 +10,16 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime};
 
-use coapgate_endpoint::{PublishResult, StoreResult, StoreWrite, StoreWriteId};
+use coapgate_endpoint::{StoreResult, StoreWrite, StoreWriteId};
 use coapgate_gateway::{Datagram, Gateway, Listener, Output};
-use coapgate_mqtt::{BridgeEvent, BridgeHandle, Outgoing};
+use coapgate_mqtt::Outgoing;
 use prometheus_client::metrics::histogram::Histogram;
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::health::Dependencies;
 use crate::metrics::{self, Snapshot};
+use crate::sink::{Sink, SinkEvent};
 use crate::writer::StoreWriter;
 
 /// Datagrams read per wake-up before the loop looks at its other inputs.
@@ -31,15 +33,14 @@ pub(crate) struct Driver {
     pub(crate) gateway: Gateway,
     pub(crate) coap: UdpSocket,
     pub(crate) coaps: UdpSocket,
-    pub(crate) bridge: BridgeHandle,
-    pub(crate) events: mpsc::Receiver<BridgeEvent>,
+    /// Where accepted messages go (`[mqtt] ack`).
+    pub(crate) sink: Sink,
     pub(crate) writer: StoreWriter,
     pub(crate) store_results: mpsc::UnboundedReceiver<(StoreWriteId, StoreResult)>,
     pub(crate) shutdown_grace: Duration,
     /// Scrapes: each asks for the metrics text at this instant.
     pub(crate) scrapes: mpsc::Receiver<oneshot::Sender<String>>,
     pub(crate) publish_seconds: Histogram,
-    /// Whether the store answered its last probe.
     /// The store and broker in use, and whether each answers.
     pub(crate) deps: Arc<Dependencies>,
 }
@@ -87,8 +88,8 @@ impl Driver {
                 Some(reply) = self.scrapes.recv() => {
                     let _ = reply.send(metrics::render(self.snapshot(), &self.publish_seconds));
                 }
-                event = self.events.recv(), if events_open => match event {
-                    Some(event) => self.on_bridge_event(event),
+                event = self.sink.next(), if events_open => match event {
+                    Some(event) => self.on_sink_event(event),
                     None => {
                         events_open = false;
                         self.gateway.handle_broker_state(false);
@@ -108,7 +109,7 @@ impl Driver {
             }
             wake_at = self.drain().await;
         }
-        self.bridge
+        self.sink
             .shutdown(Instant::now() + Duration::from_secs(1))
             .await;
         tracing::info!("stopped");
@@ -166,40 +167,49 @@ impl Driver {
         Snapshot {
             engine: self.gateway.endpoint_stats(),
             dtls: self.gateway.dtls_stats(),
-            outbox_depth: self.bridge.outbox_depth(),
-            broker_connected: self.bridge.is_connected(),
+            outbox_depth: self.sink.bridge().outbox_depth(),
+            broker_connected: self.sink.bridge().is_connected(),
+            spool: self.sink.spool_status(),
             store_up: self.deps.store_up.load(Ordering::Relaxed),
             store_follow: Some(self.deps.follow_status()),
             receive_drops,
         }
     }
 
-    fn on_bridge_event(&mut self, event: BridgeEvent) {
+    fn on_sink_event(&mut self, event: SinkEvent) {
         let now = Instant::now();
         match event {
-            BridgeEvent::Connected => {
-                tracing::info!("MQTT broker connected");
-                self.gateway.handle_broker_state(true);
+            SinkEvent::Accepting(up) => {
+                if up {
+                    tracing::info!("MQTT broker connected");
+                }
+                self.gateway.handle_broker_state(up);
             }
-            BridgeEvent::Disconnected { reason } => {
-                tracing::warn!(%reason, "MQTT broker connection lost; reconnecting");
-                self.gateway.handle_broker_state(false);
+            SinkEvent::Broker { up: true, .. } => {
+                tracing::info!("MQTT broker connected; forwarding the spool");
             }
-            BridgeEvent::Delivered { id, latency } => {
-                self.publish_seconds.observe(latency.as_secs_f64());
-                self.gateway
-                    .handle_publish_result(now, id, PublishResult::Confirmed);
+            SinkEvent::Broker { up: false, reason } => {
+                let reason = reason.unwrap_or_default();
+                tracing::warn!(%reason, "MQTT broker connection lost; the spool keeps accepting");
             }
-            BridgeEvent::Expired { id } => {
-                self.gateway
-                    .handle_publish_result(now, id, PublishResult::TimedOut);
+            SinkEvent::Verdict {
+                id,
+                result,
+                broker_latency,
+            } => {
+                if let Some(latency) = broker_latency {
+                    self.publish_seconds.observe(latency.as_secs_f64());
+                }
+                self.gateway.handle_publish_result(now, id, result);
             }
+            SinkEvent::Forwarded(latency) => self.publish_seconds.observe(latency.as_secs_f64()),
         }
     }
 
     /// Carries out every output of the gateway (the contract), and returns
-    /// when to wake it next. A publish the bridge refuses goes back as
-    /// unavailable (5.02), which may yield more outputs.
+    /// when to wake it next. A publish the sink refuses goes back with its
+    /// verdict at once (5.02, or 5.03 for a full spool), which may yield
+    /// more outputs.
     async fn drain(&mut self) -> Option<Instant> {
         loop {
             match self.gateway.poll_output() {
@@ -212,13 +222,9 @@ impl Driver {
                         payload: publish.payload.into(),
                         deadline: publish.deadline,
                     };
-                    if let Err(error) = self.bridge.publish(outgoing) {
-                        tracing::debug!(%error, id, "publish not taken by the bridge");
-                        self.gateway.handle_publish_result(
-                            Instant::now(),
-                            id,
-                            PublishResult::Unavailable,
-                        );
+                    if let Err(verdict) = self.sink.publish(outgoing) {
+                        self.gateway
+                            .handle_publish_result(Instant::now(), id, verdict);
                     }
                 }
                 Output::Store(write) => self.store(write),

@@ -5,7 +5,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use coapgate_admin::{BrokerHealth, Health, HealthSource, StoreHealth};
+use coapgate_admin::{BrokerHealth, Health, HealthSource, SpoolHealth, StoreHealth};
+use coapgate_spool::SpoolHandle;
 use coapgate_store::{FollowStatus, Follower, Store};
 use tokio::sync::watch;
 
@@ -21,6 +22,8 @@ pub(crate) struct Dependencies {
     /// `mqtt://host:port`, `mqtts://…` or `embedded://ip:port`.
     pub(crate) broker_url: String,
     pub(crate) broker: watch::Receiver<bool>,
+    /// The store-and-forward spool, with `[mqtt] ack = "spool"`.
+    pub(crate) spool: Option<SpoolHandle>,
 }
 
 impl Dependencies {
@@ -43,6 +46,16 @@ impl HealthSource for Dependencies {
                 url: self.broker_url.clone(),
                 connected: *self.broker.borrow(),
             },
+            spool: self.spool.as_ref().map(|spool| {
+                let status = spool.status();
+                SpoolHealth {
+                    path: spool.path().display().to_string(),
+                    messages: status.messages,
+                    bytes: status.bytes,
+                    max_bytes: status.max_bytes,
+                    writable: status.writable,
+                }
+            }),
         }
     }
 }

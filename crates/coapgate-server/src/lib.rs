@@ -34,6 +34,7 @@ mod config;
 mod driver;
 mod health;
 mod metrics;
+mod sink;
 mod udp;
 mod writer;
 
@@ -48,17 +49,20 @@ use coapgate_endpoint::Endpoint;
 use coapgate_gateway::Gateway;
 #[cfg(feature = "embedded-broker")]
 use coapgate_mqtt::EmbeddedBroker;
-use coapgate_mqtt::{Bridge, BridgeEvent, BridgeHandle};
+use coapgate_mqtt::{Bridge, BridgeEvent};
+use coapgate_spool::Spool;
 use coapgate_store::{Follower, Store};
 use secrecy::ExposeSecret;
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
+use crate::sink::Sink;
+
 pub use background::BackgroundServer;
 pub use coapgate_endpoint::PayloadFormat;
 pub use config::{
-    AdminConfig, CoapConfig, CoapsConfig, Config, ConfigError, DeviceSeed, MQTT_PASSWORD_ENV,
-    MqttConfig, PositionSeed, SecretString, StoreConfig,
+    AckMode, AdminConfig, CoapConfig, CoapsConfig, Config, ConfigError, DeviceSeed,
+    MQTT_PASSWORD_ENV, MqttConfig, PositionSeed, SecretString, StoreConfig,
 };
 
 /// Why the server could not start or stopped.
@@ -74,6 +78,9 @@ pub enum ServerError {
     /// The MQTT link or the embedded broker could not be set up.
     #[error("mqtt: {0}")]
     Mqtt(#[from] coapgate_mqtt::MqttError),
+    /// The spool (`[mqtt] ack = "spool"`) could not be opened.
+    #[error("spool: {0}")]
+    Spool(#[from] coapgate_spool::SpoolError),
     /// The DTLS server could not be set up (OpenSSL refused).
     #[error("dtls: {0}")]
     Dtls(#[from] coapgate_dtls::DtlsError),
@@ -104,14 +111,14 @@ pub struct Server {
     coaps: UdpSocket,
     dtls: DtlsServer,
     coaps_addr: SocketAddr,
-    bridge: BridgeHandle,
-    events: mpsc::Receiver<BridgeEvent>,
+    /// The bridge, alone or behind the spool.
+    sink: Sink,
     scrapes: mpsc::Receiver<tokio::sync::oneshot::Sender<String>>,
     metrics: MetricsHandle,
     admin: tokio::net::TcpListener,
     admin_addr: SocketAddr,
     /// `/healthz`: every listener bound, the store open, and the broker
-    /// connected at least once (docs/decisions.md).
+    /// connected at least once — or the spool open (docs/decisions.md).
     ready: Arc<AtomicBool>,
     /// Other instances' changes to a shared store, reaching this one.
     follower: Follower,
@@ -209,23 +216,41 @@ impl Server {
         };
         let bridge_config = config.mqtt.bridge(embedded);
         let (bridge, mut events) = Bridge::start(bridge_config)?;
-        // Wait for the first connection so the first devices do not get 5.02
-        // for a broker that is merely still connecting.
-        let connected = tokio::time::timeout(config.mqtt.connect_timeout, async {
-            while let Some(event) = events.recv().await {
-                if matches!(event, BridgeEvent::Connected) {
-                    return true;
-                }
+        let (sink, ready) = match config.mqtt.spool() {
+            // The spool answers devices whether the broker is there or not.
+            Some(spool_config) => {
+                let path = spool_config.path.display().to_string();
+                let (spool, events) = Spool::start(spool_config, bridge, events)?;
+                let status = spool.status();
+                tracing::info!(
+                    %path,
+                    messages = status.messages,
+                    max_bytes = status.max_bytes,
+                    "store-and-forward: devices are answered once their message is in the spool"
+                );
+                (Sink::Spool { spool, events }, true)
             }
-            false
-        })
-        .await
-        .unwrap_or(false);
-        if !connected {
-            tracing::warn!(
-                "MQTT broker not reachable yet; telemetry gets 5.02 and /healthz 503 until it is"
-            );
-        }
+            None => {
+                // Wait for the first connection so the first devices do not
+                // get 5.02 for a broker that is merely still connecting.
+                let connected = tokio::time::timeout(config.mqtt.connect_timeout, async {
+                    while let Some(event) = events.recv().await {
+                        if matches!(event, BridgeEvent::Connected) {
+                            return true;
+                        }
+                    }
+                    false
+                })
+                .await
+                .unwrap_or(false);
+                if !connected {
+                    tracing::warn!(
+                        "MQTT broker not reachable yet; telemetry gets 5.02 and /healthz 503 until it is"
+                    );
+                }
+                (Sink::Broker { bridge, events }, connected)
+            }
+        };
 
         let coap = udp::bind_any_family(
             config.coap.bind,
@@ -259,7 +284,7 @@ impl Server {
         Ok(Self {
             admin,
             admin_addr,
-            ready: Arc::new(AtomicBool::new(connected)),
+            ready: Arc::new(AtomicBool::new(ready)),
             follower,
             broker_url,
             scrapes,
@@ -273,8 +298,7 @@ impl Server {
             coaps,
             dtls,
             coaps_addr,
-            bridge,
-            events,
+            sink,
             #[cfg(feature = "embedded-broker")]
             _broker: broker,
         })
@@ -318,10 +342,10 @@ impl Server {
             .with_positions(Arc::new(store.clone()))
             .with_registrations(Arc::new(store.clone()))
             .with_templates(Arc::new(move || templates.active_template()));
-        endpoint.handle_broker_state(self.bridge.is_connected());
+        endpoint.handle_broker_state(self.sink.accepting());
         // Not ready until the broker has connected once (bind waited for it).
         let broker_ready = (!self.ready.load(Ordering::Acquire)).then(|| {
-            let mut link = self.bridge.connection();
+            let mut link = self.sink.bridge().connection();
             let ready = self.ready.clone();
             tokio::spawn(async move {
                 if link.wait_for(|up| *up).await.is_ok() {
@@ -337,14 +361,17 @@ impl Server {
             store_up: AtomicBool::new(true),
             follower: self.follower,
             broker_url: self.broker_url,
-            broker: self.bridge.connection(),
+            broker: self.sink.bridge().connection(),
+            spool: match &self.sink {
+                Sink::Spool { spool, .. } => Some(spool.clone()),
+                Sink::Broker { .. } => None,
+            },
         });
         let driver = driver::Driver {
             gateway: Gateway::new(endpoint, self.dtls),
             coap: self.coap,
             coaps: self.coaps,
-            bridge: self.bridge,
-            events: self.events,
+            sink: self.sink,
             writer,
             store_results,
             shutdown_grace: self.config.coap.shutdown_grace,

@@ -6,6 +6,7 @@ use std::fmt;
 
 use coapgate_dtls::DtlsStats;
 use coapgate_endpoint::EndpointStats;
+use coapgate_spool::SpoolStatus;
 use coapgate_store::FollowStatus;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
@@ -29,6 +30,8 @@ pub(crate) struct Snapshot {
     pub(crate) dtls: DtlsStats,
     pub(crate) outbox_depth: usize,
     pub(crate) broker_connected: bool,
+    /// The store-and-forward spool, with `[mqtt] ack = "spool"`.
+    pub(crate) spool: Option<SpoolStatus>,
     /// The store answered its last probe.
     pub(crate) store_up: bool,
     /// Following a shared store's changes (`None`: not asked).
@@ -134,6 +137,33 @@ impl Collector for Snapshot {
             "1 while the MQTT broker connection is up.",
             i64::from(self.broker_connected),
         )?;
+        if let Some(spool) = self.spool {
+            let size = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+            gauge(
+                &mut encoder,
+                "spool_messages",
+                "Messages acknowledged to devices and not yet confirmed by the broker, held in the spool.",
+                size(spool.messages),
+            )?;
+            gauge(
+                &mut encoder,
+                "spool_bytes",
+                "Bytes (topic and payload) the spool holds.",
+                size(spool.bytes),
+            )?;
+            gauge(
+                &mut encoder,
+                "spool_max_bytes",
+                "The spool's bound (mqtt.spool_max_bytes); beyond it devices get 5.03.",
+                size(spool.max_bytes),
+            )?;
+            gauge(
+                &mut encoder,
+                "spool_writable",
+                "1 while the spool's last write succeeded.",
+                i64::from(spool.writable),
+            )?;
+        }
         gauge(
             &mut encoder,
             "store_up",
