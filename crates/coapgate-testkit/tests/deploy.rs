@@ -64,6 +64,10 @@ const EXPORTED: &[(&str, Kind)] = &[
     ("store_changes", Counter),
     ("store_resyncs", Counter),
     ("store_change_lag_seconds", Gauge),
+    ("spool_messages", Gauge),
+    ("spool_bytes", Gauge),
+    ("spool_max_bytes", Gauge),
+    ("spool_writable", Gauge),
 ];
 
 /// What the dashboard must show (the operator's questions, docs/deployment.md).
