@@ -7,8 +7,9 @@
 //! the API's JSON answer is printed pretty on stdout (nothing for a
 //! removal, which has no body); on failure the API's error message goes to
 //! stderr and the exit status is 1. A problem with the command's own input
-//! (an unreadable file, bad hex) exits with 2 before anything is sent. The
-//! token is never printed, not even by `--help`.
+//! (an unreadable file, bad hex, a `--url` that is not `http://HOST[:PORT]`
+//! or holds a password, a page out of range) exits with 2 before anything
+//! is sent. The token is never printed, not even by `--help`.
 
 use std::fmt::Write as _;
 use std::io::BufRead as _;
@@ -67,10 +68,10 @@ pub enum DeviceCommand {
     /// List devices, ordered by ICCID.
     List {
         /// The page, from 1.
-        #[arg(long, default_value_t = 1)]
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
         page: u32,
         /// Devices per page, 1 to 1000.
-        #[arg(long, default_value_t = 50)]
+        #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=1000))]
         page_size: u32,
     },
     /// Show one device.
@@ -286,8 +287,39 @@ enum Method {
     Delete,
 }
 
+/// Why `--url` is not usable, if it is not: `http://HOST[:PORT][/PREFIX]`
+/// without a user or password (the token goes in `--token`). The message
+/// never repeats the URL, which may hold a password.
+fn url_problem(url: &str) -> Option<&'static str> {
+    let Some(rest) = url
+        .get(..7)
+        .filter(|scheme| scheme.eq_ignore_ascii_case("http://"))
+        .map(|_| &url[7..])
+    else {
+        return Some(
+            "--url must be http://HOST[:PORT] (plain HTTP; the admin API listens on loopback)",
+        );
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    if authority.contains('@') {
+        return Some(
+            "--url must not hold a user or password; give the token with --token or COAPGATE_TOKEN",
+        );
+    }
+    if authority.is_empty() || authority.starts_with(':') {
+        return Some("--url has no host (http://HOST[:PORT])");
+    }
+    if rest.contains(['?', '#']) || url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Some("--url must not hold a query, a fragment, white space or control characters");
+    }
+    None
+}
+
 impl Api {
     fn send(&self, method: Method, path: &str, body: Option<&Value>) -> ExitCode {
+        if let Some(problem) = url_problem(&self.url) {
+            return local_error(problem);
+        }
         let base = self.url.trim_end_matches('/');
         let url = format!("{base}{path}");
         let agent: ureq::Agent = ureq::Agent::config_builder()
@@ -383,6 +415,32 @@ mod tests {
         assert_eq!(segment("a b?"), "a%20b%3F");
         assert_eq!(segment("A-z_0~9"), "A-z_0~9");
         assert_eq!(segment("%é"), "%25%C3%A9");
+    }
+
+    #[test]
+    fn only_plain_http_urls_without_credentials_are_used() {
+        for good in [
+            "http://127.0.0.1:8080",
+            "HTTP://[::1]:8080/",
+            "http://admin.example/prefix",
+        ] {
+            assert_eq!(url_problem(good), None, "{good}");
+        }
+        for (bad, why) in [
+            ("127.0.0.1:8080", "http://HOST"),
+            ("https://h", "http://HOST"),
+            ("ftp://h", "http://HOST"),
+            ("", "http://HOST"),
+            ("http://", "no host"),
+            ("http://:8080", "no host"),
+            ("http://u:s3cret@h", "user or password"),
+            ("http://h/?x=1", "query"),
+            ("http://h /", "white space"),
+        ] {
+            let problem = url_problem(bad).unwrap_or_else(|| panic!("{bad} accepted"));
+            assert!(problem.contains(why), "{bad}: {problem}");
+            assert!(!problem.contains("s3cret"));
+        }
     }
 
     #[test]

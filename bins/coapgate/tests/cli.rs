@@ -411,3 +411,228 @@ fn templates_are_set_and_tested() {
     assert!(server.store.active_template().is_none());
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+// ------------------------------------------------ bad input (issue 12)
+
+/// Runs the binary with `args` in a scratch working directory, no token in
+/// the environment; bounded by the binary itself (nothing here starts a
+/// server that stays up).
+fn run_in(dir: &std::path::Path, args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .current_dir(dir)
+        .env_remove("COAPGATE_TOKEN")
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn bad_arguments_exit_2_naming_the_argument_and_send_nothing() {
+    let server = serve();
+    let dir = temp_dir("cli-bad-arguments");
+    let url = server.url.clone();
+    // (arguments, a word of the message)
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["frobnicate"], "frobnicate"),
+        (vec!["device", "frobnicate"], "frobnicate"),
+        (
+            vec![
+                "device", "add", "--iccid", ICCID, "--ip", "10.0.0.7", "--colour", "red",
+            ],
+            "--colour",
+        ),
+        (vec!["device", "add", "--ip", "10.0.0.7"], "--iccid"),
+        (
+            vec![
+                "device", "add", "--iccid", ICCID, "--ip", "10.0.0.7", "--status", "DELETED",
+            ],
+            "--status",
+        ),
+        (vec!["device", "list", "--page", "0"], "--page"),
+        (vec!["device", "list", "--page", "-1"], "-1"),
+        (vec!["device", "list", "--page", "x"], "--page"),
+        (vec!["device", "list", "--page-size", "1001"], "--page-size"),
+        (
+            vec!["device", "list", "--page-size", "99999999999"],
+            "--page-size",
+        ),
+        (
+            vec![
+                "psk",
+                "set",
+                "--iccid",
+                ICCID,
+                "--key",
+                "l0ng-enough",
+                "--format",
+                "BASE64",
+            ],
+            "--format",
+        ),
+        (
+            vec!["template", "test", "--file", "t.json"],
+            "--payload-hex",
+        ),
+        (vec!["serve", "--config"], "--config"),
+        (vec!["serve", "--bogus"], "--bogus"),
+        (vec!["check-config"], "CONFIG"),
+        (
+            vec!["device", "list", "--url", "127.0.0.1:8080"],
+            "--url must be http://HOST[:PORT]",
+        ),
+        (
+            vec!["device", "list", "--url", "https://127.0.0.1:8080"],
+            "--url must be http://HOST[:PORT]",
+        ),
+        (
+            vec!["device", "list", "--url", "http://"],
+            "--url has no host",
+        ),
+        (
+            vec![
+                "device",
+                "list",
+                "--url",
+                "http://admin:s3cret-pw@127.0.0.1:1",
+            ],
+            "user or password",
+        ),
+    ];
+    for (args, word) in cases {
+        let mut args = args;
+        if args[0] != "serve"
+            && args[0] != "check-config"
+            && !args.contains(&"--url")
+            && args.len() > 1
+        {
+            args.extend(["--url", &url]);
+        }
+        let out = run_in(&dir, &args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+        assert_eq!(stdout(&out), "", "{args:?}");
+        let text = stderr(&out);
+        assert!(text.contains(word), "{args:?}: {word:?} not in {text}");
+        assert!(
+            !text.contains("s3cret-pw"),
+            "{args:?} echoed a password: {text}"
+        );
+    }
+    assert!(server.store.devices(1, 10).unwrap().is_empty());
+    assert!(server.store.psk_keys().key(ICCID).is_none());
+}
+
+#[test]
+fn bad_configuration_files_exit_nonzero_naming_the_key_and_start_nothing() {
+    let dir = temp_dir("cli-bad-config");
+    let write = |name: &str, text: &[u8]| {
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        path.display().to_string()
+    };
+    let port = free_tcp_port();
+    let cases: Vec<(String, &str)> = vec![
+        (
+            write("unknown.toml", b"[coap]\nbnd = \"0.0.0.0:1\"\n"),
+            "coap.bnd: unknown key",
+        ),
+        (
+            write("nested.toml", b"[coap.dedup]\nmax_entriez = 1\n"),
+            "coap.dedup.max_entriez",
+        ),
+        (
+            write("type.toml", b"[mqtt]\nqos = \"1\"\n"),
+            "mqtt.qos: invalid type",
+        ),
+        (write("range.toml", b"[coaps]\nmtu = 70000\n"), "coaps.mtu"),
+        (
+            write("addr.toml", b"[admin]\nbind = \"localhost:8080\"\n"),
+            "admin.bind",
+        ),
+        (
+            write(
+                "url.toml",
+                b"[mqtt]\nurl = \"mqtt://u:s3cret-pw@h:99999\"\n",
+            ),
+            "mqtt.url",
+        ),
+        (
+            write(
+                "store.toml",
+                b"[store]\nurl = \"mysql://u:s3cret-pw@h/db\"\n",
+            ),
+            "store.url",
+        ),
+        (
+            write("secret.toml", b"[admin]\ntoken = \"s3cret-pw\n"),
+            "line 2, column",
+        ),
+        (
+            write("token.toml", b"[admin]\ntoken = 12345\n"),
+            "admin.token: invalid type: integer",
+        ),
+        (
+            write(
+                "device.toml",
+                b"[[device]]\niccid = \"../x\"\nip = \"127.0.0.2\"\n",
+            ),
+            "device[0].iccid",
+        ),
+        (
+            write(
+                "twice.toml",
+                b"[[device]]\niccid = \"8988280666000000000\"\nip = \"127.0.0.2\"\n\
+                  [[device]]\niccid = \"8988280666000000001\"\nip = \"127.0.0.2\"\n",
+            ),
+            "device[1].ip: 127.0.0.2 is listed twice",
+        ),
+        (
+            write("latin1.toml", b"# gr\xfc\xdfe\n"),
+            "line 1: not UTF-8",
+        ),
+        (
+            dir.join("missing.toml").display().to_string(),
+            "No such file",
+        ),
+        (dir.display().to_string(), "directory"),
+    ];
+    for (path, word) in &cases {
+        // check-config: exit 1 and the message.
+        let out = run_in(&dir, &["check-config", path]);
+        assert_eq!(out.status.code(), Some(1), "{path}: {}", stderr(&out));
+        let text = stderr(&out);
+        assert!(
+            text.contains(word),
+            "check-config {path}: {word:?} not in {text}"
+        );
+        assert!(text.contains(path.as_str()), "names the file: {text}");
+        assert!(
+            !text.contains("s3cret-pw") && !text.contains("12345"),
+            "{text}"
+        );
+
+        // serve: exit 2 at once, nothing bound, no database created.
+        let started = std::time::Instant::now();
+        let out = run_in(&dir, &["serve", "--config", path]);
+        assert_eq!(out.status.code(), Some(2), "serve {path}: {}", stderr(&out));
+        assert!(started.elapsed() < std::time::Duration::from_secs(10));
+        let text = stderr(&out);
+        assert!(text.contains(word), "serve {path}: {word:?} not in {text}");
+        assert!(!text.contains("s3cret-pw"), "{text}");
+    }
+    assert!(!dir.join("coapgate.db").exists(), "a store was created");
+    // The admin port of a configuration that names it was never bound.
+    let admin = write(
+        "admin-bad.toml",
+        format!("[admin]\nbind = \"127.0.0.1:{port}\"\n[coap]\nmax_payload = 1\n").as_bytes(),
+    );
+    let out = run_in(&dir, &["serve", "--config", &admin]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("coap.max_payload"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(std::net::TcpListener::bind(("127.0.0.1", port)).is_ok());
+}

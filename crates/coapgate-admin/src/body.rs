@@ -52,6 +52,16 @@ impl<S: Send + Sync> FromRequest<S> for JsonObject {
         if !is_json {
             return Err(AdminError::UnsupportedMediaType);
         }
+        // A body announced too large is refused at once, without waiting
+        // for it (the limit below only counts what has arrived).
+        let announced = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if announced.is_some_and(|length| length > crate::MAX_BODY_BYTES as u64) {
+            return Err(AdminError::TooLarge(crate::MAX_BODY_BYTES));
+        }
         let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
             if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
                 AdminError::TooLarge(crate::MAX_BODY_BYTES)

@@ -40,7 +40,8 @@
 //! realm="coapgate"` and the usual error body; authentication is checked
 //! before anything else, so an unauthenticated request learns nothing about
 //! routes, devices or bodies (an unknown `/v1/...` path is 401 too, not 404).
-//! The token is compared in constant time (its length aside) and never
+//! The token is compared in constant time (the work depends only on the
+//! length of what was presented, not on the token's content or length) and never
 //! appears in a response, an error or a log line. An empty token matches
 //! no request. Without a token the `/v1` routes are open: the server
 //! refuses to bind a non-loopback address without one (that check is the
@@ -168,7 +169,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use coapgate_store::{Store, StoreError};
-use subtle::ConstantTimeEq as _;
+use subtle::{Choice, ConstantTimeEq as _};
 use zeroize::Zeroizing;
 
 pub use error::AdminError;
@@ -255,7 +256,8 @@ pub struct BrokerHealth {
 /// The admin bearer token.
 ///
 /// `Debug` prints `Token(<redacted>)`; the text is zeroized on drop and
-/// compared in constant time (only its length may leak through timing).
+/// compared in constant time ([`Token::matches`]: neither its content nor
+/// its length shows in the timing).
 #[derive(Clone)]
 pub struct Token(Zeroizing<String>);
 
@@ -265,11 +267,29 @@ impl Token {
         Self(Zeroizing::new(secret.into()))
     }
 
-    /// Whether `presented` is this token (constant time in the content;
-    /// `subtle` answers a length mismatch at once).
+    /// Whether `presented` is this token.
+    ///
+    /// The work done depends only on the length of `presented`, never on
+    /// the token: every presented byte is compared (with `subtle`, no
+    /// branch on the outcome) against the token's bytes, repeated as often
+    /// as needed, and the lengths are compared the same way. A wrong
+    /// token, a prefix of the right one or one that is longer take the
+    /// same path; neither the token's content nor its length shows in the
+    /// timing. (`subtle`'s slice comparison answers a length mismatch at
+    /// once, which would tell an attacker the token's length.)
     pub fn matches(&self, presented: &[u8]) -> bool {
         let expected = self.0.as_bytes();
-        !expected.is_empty() && bool::from(expected.ct_eq(presented))
+        if expected.is_empty() {
+            // The configuration's, not the request's: an empty token
+            // matches nothing.
+            return false;
+        }
+        let lengths = (expected.len() as u64).ct_eq(&(presented.len() as u64));
+        let bytes = presented
+            .iter()
+            .zip(expected.iter().cycle())
+            .fold(Choice::from(1), |equal, (p, e)| equal & p.ct_eq(e));
+        bool::from(lengths & bytes)
     }
 }
 
@@ -442,6 +462,16 @@ mod tests {
         assert!(!token.matches(b"s3cret-toke"));
         assert!(!token.matches(b""));
         assert!(!Token::new("").matches(b""));
+        // Longer, with the token as a prefix; the token repeated (what the
+        // cycling comparison would match if the lengths were not checked).
+        assert!(!token.matches(b"s3cret-token-and-more"));
+        assert!(!token.matches(b"s3cret-tokens3cret-token"));
+        assert!(!token.matches(b"s3cret-token\0"));
+        assert!(!Token::new("a").matches(b"aa"));
+        assert!(Token::new("a").matches(b"a"));
+        // Bytes beyond ASCII are compared as bytes.
+        assert!(Token::new("t\u{f6}ken").matches("t\u{f6}ken".as_bytes()));
+        assert!(!Token::new("t\u{f6}ken").matches(b"t\xf6ken"));
         assert_eq!(format!("{token:?}"), "Token(<redacted>)");
     }
 

@@ -1342,3 +1342,921 @@ async fn bad_positions_are_refused_and_change_nothing() {
             json!({"error": format!("no device {unknown}")}),
         );
 }
+
+// ------------------------------------------- bad input on the wire (issue 12)
+
+/// Writes `head` and then `body` by hand on a fresh connection (the body
+/// from a task of its own, so a server that answers before reading all of
+/// it, or never reads it, is fine) and reads one response. Bounded: 10 s.
+async fn wire(addr: std::net::SocketAddr, head: String, body: Vec<u8>) -> Reply {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut read, mut write) = stream.into_split();
+    let writer = tokio::spawn(async move {
+        // Errors are expected: the server may close once it has answered.
+        if write.write_all(head.as_bytes()).await.is_ok() {
+            let _ = write.write_all(&body).await;
+        }
+        // Keep the write half open until the test is done with the answer.
+        std::future::pending::<()>().await;
+    });
+    let answer = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 8192];
+        loop {
+            if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8(buf[..end].to_vec()).unwrap();
+                let length = head
+                    .lines()
+                    .find_map(|l| {
+                        let (name, value) = l.split_once(':')?;
+                        name.eq_ignore_ascii_case("content-length")
+                            .then(|| value.trim().parse::<usize>().unwrap())
+                    })
+                    .unwrap_or(0);
+                if buf.len() >= end + 4 + length {
+                    return (head, buf[end + 4..end + 4 + length].to_vec());
+                }
+            }
+            let n = read.read(&mut chunk).await.unwrap();
+            assert!(n > 0, "connection closed before a full answer: {buf:?}");
+            buf.extend_from_slice(&chunk[..n]);
+        }
+    })
+    .await
+    .expect("an answer within 10 s");
+    writer.abort();
+    let (head, body) = answer;
+    let mut lines = head.lines();
+    let status: u16 = lines
+        .next()
+        .unwrap()
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let mut headers = HeaderMap::new();
+    for line in lines {
+        let (name, value) = line.split_once(':').unwrap();
+        headers.append(
+            axum::http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+            value.trim().parse().unwrap(),
+        );
+    }
+    Reply {
+        status: StatusCode::from_u16(status).unwrap(),
+        headers,
+        text: String::from_utf8(body).unwrap(),
+    }
+}
+
+/// `PUT /v1/devices/ICCID` with the token, JSON, and these extra header lines.
+fn put_head(extra: &str) -> String {
+    format!(
+        "PUT /v1/devices/{ICCID} HTTP/1.1\r\nHost: localhost\r\n\
+         Authorization: Bearer {TOKEN}\r\nContent-Type: application/json\r\n{extra}\r\n"
+    )
+}
+
+/// `body` as HTTP/1.1 chunks of `size` bytes, and the last chunk.
+fn chunked(body: &[u8], size: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(body.len() + body.len() / size * 8 + 8);
+    for chunk in body.chunks(size) {
+        out.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
+        out.extend_from_slice(chunk);
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"0\r\n\r\n");
+    out
+}
+
+/// A device body of exactly `len` bytes (the name fills it up).
+fn device_body_of(len: usize) -> Vec<u8> {
+    let shell = json!({"ip": "10.0.0.7", "name": ""}).to_string();
+    let name = "n".repeat(len - shell.len());
+    let body = json!({"ip": "10.0.0.7", "name": name}).to_string();
+    assert_eq!(body.len(), len);
+    body.into_bytes()
+}
+
+#[tokio::test]
+async fn oversized_bodies_are_413_with_or_without_content_length() {
+    let api = api();
+    let limit = coapgate_admin::MAX_BODY_BYTES;
+    let too_large = json!({"error": format!("the request body is larger than {limit} bytes")});
+    let ten_mb = device_body_of(10 << 20);
+    let just_over = device_body_of(limit + 1);
+
+    let cases: Vec<(&str, String, Vec<u8>)> = vec![
+        (
+            "10 MB with Content-Length",
+            put_head(&format!("Content-Length: {}\r\n", ten_mb.len())),
+            ten_mb.clone(),
+        ),
+        (
+            "10 MB chunked, no Content-Length",
+            put_head("Transfer-Encoding: chunked\r\n"),
+            chunked(&ten_mb, 64 << 10),
+        ),
+        (
+            "one byte over, chunked",
+            put_head("Transfer-Encoding: chunked\r\n"),
+            chunked(&just_over, 1000),
+        ),
+        (
+            "one byte over, with Content-Length",
+            put_head(&format!("Content-Length: {}\r\n", just_over.len())),
+            just_over,
+        ),
+        (
+            // Refused on the announcement, without waiting for the body.
+            "10 MB announced, 10 bytes sent",
+            put_head(&format!("Content-Length: {}\r\n", 10 << 20)),
+            b"{\"ip\": \"1".to_vec(),
+        ),
+    ];
+    for (what, head, body) in cases {
+        let reply = wire(api.addr, head, body).await;
+        assert_eq!(
+            reply.status,
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "{what}: {}",
+            reply.text
+        );
+        assert_eq!(reply.json(), too_large, "{what}");
+        assert_eq!(
+            reply.headers.get(header::CONTENT_TYPE).unwrap(),
+            "application/json",
+            "{what}"
+        );
+        assert!(api.all_devices().is_empty(), "{what} stored something");
+    }
+
+    // Exactly at the limit, chunked: read and judged (the name is too long),
+    // so the limit is the documented one and not lower.
+    let at_limit = device_body_of(limit);
+    let reply = wire(
+        api.addr,
+        put_head("Transfer-Encoding: chunked\r\n"),
+        chunked(&at_limit, 4096),
+    )
+    .await;
+    reply.bad_field("name");
+    assert!(api.all_devices().is_empty());
+    // A body that fits, chunked: stored.
+    let reply = wire(
+        api.addr,
+        put_head("Transfer-Encoding: chunked\r\n"),
+        chunked(br#"{"ip": "10.0.0.7"}"#, 3),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
+    assert_eq!(api.all_devices().len(), 1);
+}
+
+#[tokio::test]
+async fn bad_paths_queries_and_bodies_are_4xx_with_the_error_body_and_change_nothing() {
+    let api = api();
+    api.put_device(ICCID, "10.0.0.7");
+    let before = api.all_devices();
+    let device = json!({"ip": "10.0.0.9"});
+    // (method, path, body, status, field)
+    let cases: Vec<(Method, String, Value, StatusCode, Option<&str>)> = vec![
+        // ICCIDs that are not ICCIDs, on each route that takes one.
+        (
+            Method::PUT,
+            "/v1/devices/%2E%2E%2Fx".into(),
+            device.clone(),
+            StatusCode::BAD_REQUEST,
+            Some("iccid"),
+        ),
+        (
+            Method::PUT,
+            "/v1/devices/..%2Fx".into(),
+            device.clone(),
+            StatusCode::BAD_REQUEST,
+            Some("iccid"),
+        ),
+        (
+            Method::PUT,
+            "/v1/devices/..".into(),
+            device.clone(),
+            StatusCode::BAD_REQUEST,
+            Some("iccid"),
+        ),
+        (
+            Method::PUT,
+            "/v1/devices/../x".into(),
+            device.clone(),
+            StatusCode::NOT_FOUND,
+            None,
+        ),
+        (
+            Method::PUT,
+            format!("/v1/devices/{}", "9".repeat(30)),
+            device.clone(),
+            StatusCode::BAD_REQUEST,
+            Some("iccid"),
+        ),
+        (
+            Method::PUT,
+            format!("/v1/devices/{}", "9".repeat(10_000)),
+            device.clone(),
+            StatusCode::BAD_REQUEST,
+            Some("iccid"),
+        ),
+        (
+            Method::PUT,
+            format!("/v1/devices/%20{ICCID}"),
+            device.clone(),
+            StatusCode::BAD_REQUEST,
+            Some("iccid"),
+        ),
+        (
+            Method::PUT,
+            format!("/v1/devices/{ICCID}%00"),
+            device.clone(),
+            StatusCode::BAD_REQUEST,
+            Some("iccid"),
+        ),
+        (
+            Method::PUT,
+            "/v1/devices/-898828066600000000".into(),
+            device.clone(),
+            StatusCode::BAD_REQUEST,
+            Some("iccid"),
+        ),
+        (
+            Method::PUT,
+            "/v1/devices/%EF%BC%98988280666000000000".into(),
+            device.clone(),
+            StatusCode::BAD_REQUEST,
+            Some("iccid"),
+        ),
+        (
+            Method::DELETE,
+            "/v1/devices/%2E%2E".into(),
+            Value::Null,
+            StatusCode::BAD_REQUEST,
+            Some("iccid"),
+        ),
+        (
+            Method::DELETE,
+            "/v1/devices/".into(),
+            Value::Null,
+            StatusCode::NOT_FOUND,
+            None,
+        ),
+        (
+            Method::POST,
+            format!("/v1/integrate/devices/{}/psk", "1".repeat(30)),
+            json!({"secretKey": "l0ng-enough"}),
+            StatusCode::BAD_REQUEST,
+            Some("iccid"),
+        ),
+        (
+            Method::PUT,
+            "/v1/locate/devices/%2E%2E%2Fx/position".into(),
+            json!({"coordinate": [1, 2], "sampleTime": 1}),
+            StatusCode::BAD_REQUEST,
+            Some("iccid"),
+        ),
+        // A body ICCID that is not the path's.
+        (
+            Method::PUT,
+            devices_path(ICCID),
+            json!({"ip": "10.0.0.9", "iccid": "../x"}),
+            StatusCode::BAD_REQUEST,
+            Some("iccid"),
+        ),
+        (
+            Method::PUT,
+            devices_path(ICCID),
+            json!({"ip": "10.0.0.9", "iccid": "9".repeat(30)}),
+            StatusCode::BAD_REQUEST,
+            Some("iccid"),
+        ),
+        // Page queries.
+        (
+            Method::GET,
+            "/v1/devices?pageSize=1000000".into(),
+            Value::Null,
+            StatusCode::BAD_REQUEST,
+            Some("pageSize"),
+        ),
+        (
+            Method::GET,
+            "/v1/devices?pageSize=99999999999999999999999".into(),
+            Value::Null,
+            StatusCode::BAD_REQUEST,
+            Some("pageSize"),
+        ),
+        (
+            Method::GET,
+            "/v1/devices?page=4294967296".into(),
+            Value::Null,
+            StatusCode::BAD_REQUEST,
+            Some("page"),
+        ),
+        (
+            Method::GET,
+            "/v1/devices?page=-1".into(),
+            Value::Null,
+            StatusCode::BAD_REQUEST,
+            Some("page"),
+        ),
+        (
+            Method::GET,
+            "/v1/devices?page=1.5".into(),
+            Value::Null,
+            StatusCode::BAD_REQUEST,
+            Some("page"),
+        ),
+        (
+            Method::GET,
+            "/v1/devices?page=0x10".into(),
+            Value::Null,
+            StatusCode::BAD_REQUEST,
+            Some("page"),
+        ),
+        (
+            Method::GET,
+            "/v1/devices?page=%20".into(),
+            Value::Null,
+            StatusCode::BAD_REQUEST,
+            Some("page"),
+        ),
+        (
+            Method::GET,
+            "/v1/devices?pageSize=".into(),
+            Value::Null,
+            StatusCode::BAD_REQUEST,
+            Some("pageSize"),
+        ),
+        // IPs that are not IPs.
+        (
+            Method::PUT,
+            devices_path(ICCID),
+            json!({"ip": ""}),
+            StatusCode::BAD_REQUEST,
+            Some("ip"),
+        ),
+        (
+            Method::PUT,
+            devices_path(ICCID),
+            json!({"ip": "localhost"}),
+            StatusCode::BAD_REQUEST,
+            Some("ip"),
+        ),
+        (
+            Method::PUT,
+            devices_path(ICCID),
+            json!({"ip": "10.0.0.9:5683"}),
+            StatusCode::BAD_REQUEST,
+            Some("ip"),
+        ),
+        (
+            Method::PUT,
+            devices_path(ICCID),
+            json!({"ip": "[::1]"}),
+            StatusCode::BAD_REQUEST,
+            Some("ip"),
+        ),
+        (
+            Method::PUT,
+            devices_path(ICCID),
+            json!({"ip": " 10.0.0.9"}),
+            StatusCode::BAD_REQUEST,
+            Some("ip"),
+        ),
+        (
+            Method::PUT,
+            devices_path(ICCID),
+            json!({"ip": "10.0.0.9/24"}),
+            StatusCode::BAD_REQUEST,
+            Some("ip"),
+        ),
+        (
+            Method::PUT,
+            devices_path(ICCID),
+            json!({"ip": "010.000.000.009"}),
+            StatusCode::BAD_REQUEST,
+            Some("ip"),
+        ),
+        (
+            Method::PUT,
+            devices_path(ICCID),
+            json!({"ip": "fe80::1%eth0"}),
+            StatusCode::BAD_REQUEST,
+            Some("ip"),
+        ),
+        (
+            Method::PUT,
+            devices_path(ICCID),
+            json!({"ip": 167772169}),
+            StatusCode::BAD_REQUEST,
+            Some("ip"),
+        ),
+        (
+            Method::PUT,
+            devices_path(ICCID),
+            json!({"ip": ["10.0.0.9"]}),
+            StatusCode::BAD_REQUEST,
+            Some("ip"),
+        ),
+        // Statuses outside the enumeration, and wrong types.
+        (
+            Method::PUT,
+            devices_path(ICCID),
+            json!({"ip": "10.0.0.9", "status": "DELETED"}),
+            StatusCode::BAD_REQUEST,
+            Some("status"),
+        ),
+        (
+            Method::PUT,
+            devices_path(ICCID),
+            json!({"ip": "10.0.0.9", "status": "ACTIVE "}),
+            StatusCode::BAD_REQUEST,
+            Some("status"),
+        ),
+        (
+            Method::PUT,
+            devices_path(ICCID),
+            json!({"ip": "10.0.0.9", "status": 1}),
+            StatusCode::BAD_REQUEST,
+            Some("status"),
+        ),
+        (
+            Method::PUT,
+            devices_path(ICCID),
+            json!({"ip": "10.0.0.9", "status": ["ACTIVE"]}),
+            StatusCode::BAD_REQUEST,
+            Some("status"),
+        ),
+        (
+            Method::PUT,
+            devices_path(ICCID),
+            json!({"ip": "10.0.0.9", "imsi": "9".repeat(30)}),
+            StatusCode::BAD_REQUEST,
+            Some("imsi"),
+        ),
+        (
+            Method::PUT,
+            devices_path(ICCID),
+            json!({"ip": "10.0.0.9", "name": {"first": "a"}}),
+            StatusCode::BAD_REQUEST,
+            Some("name"),
+        ),
+        (
+            Method::PUT,
+            devices_path(ICCID),
+            json!({"ip": "10.0.0.9", "IP": "10.0.0.9"}),
+            StatusCode::BAD_REQUEST,
+            Some("IP"),
+        ),
+        (
+            Method::PUT,
+            devices_path(ICCID),
+            json!({"ip": "10.0.0.9", "": 1}),
+            StatusCode::BAD_REQUEST,
+            Some(""),
+        ),
+        // Templates that are not valid.
+        (
+            Method::PUT,
+            TEMPLATES.into(),
+            json!({"name": "t", "template": {}}),
+            StatusCode::BAD_REQUEST,
+            Some("template"),
+        ),
+        (
+            Method::PUT,
+            TEMPLATES.into(),
+            json!({"name": "t", "template": []}),
+            StatusCode::BAD_REQUEST,
+            Some("template"),
+        ),
+        (
+            Method::PUT,
+            TEMPLATES.into(),
+            json!({"name": "t", "template": {"sense": [{"asset": "x"}]}}),
+            StatusCode::BAD_REQUEST,
+            Some("template"),
+        ),
+        (
+            Method::PUT,
+            TEMPLATES.into(),
+            json!({"name": "t", "template": {"sense": [{"asset": "x", "value": {"byte": -1, "type": "int"}}]}}),
+            StatusCode::BAD_REQUEST,
+            Some("template"),
+        ),
+        (
+            Method::PUT,
+            TEMPLATES.into(),
+            json!({"name": "t", "template": {"sense": [{"asset": "x", "value": {"byte": 0, "type": "complex"}}]}}),
+            StatusCode::BAD_REQUEST,
+            Some("template"),
+        ),
+        (
+            Method::PUT,
+            TEMPLATES.into(),
+            json!({"name": 5, "template": template()}),
+            StatusCode::BAD_REQUEST,
+            Some("name"),
+        ),
+        (
+            Method::PUT,
+            TEMPLATES.into(),
+            json!({"name": "n".repeat(257), "template": template()}),
+            StatusCode::BAD_REQUEST,
+            Some("name"),
+        ),
+        // Positions out of range, or numbers that are not numbers.
+        (
+            Method::PUT,
+            position_path(ICCID),
+            json!({"coordinate": [1e308, 0], "sampleTime": 1}),
+            StatusCode::BAD_REQUEST,
+            Some("coordinate"),
+        ),
+        (
+            Method::PUT,
+            position_path(ICCID),
+            json!({"coordinate": [-180.0001, 0], "sampleTime": 1}),
+            StatusCode::BAD_REQUEST,
+            Some("coordinate"),
+        ),
+        (
+            Method::PUT,
+            position_path(ICCID),
+            json!({"coordinate": [0, 90.0001], "sampleTime": 1}),
+            StatusCode::BAD_REQUEST,
+            Some("coordinate"),
+        ),
+        (
+            Method::PUT,
+            position_path(ICCID),
+            json!({"coordinate": ["NaN", "NaN"], "sampleTime": 1}),
+            StatusCode::BAD_REQUEST,
+            Some("coordinate"),
+        ),
+        (
+            Method::PUT,
+            position_path(ICCID),
+            json!({"coordinate": [null, null], "sampleTime": 1}),
+            StatusCode::BAD_REQUEST,
+            Some("coordinate"),
+        ),
+        (
+            Method::PUT,
+            position_path(ICCID),
+            json!({"coordinate": [1, 2], "sampleTime": 18446744073709551616.0}),
+            StatusCode::BAD_REQUEST,
+            Some("sampleTime"),
+        ),
+        (
+            Method::PUT,
+            position_path(ICCID),
+            json!({"coordinate": [1, 2], "sampleTime": 1, "source": "s".repeat(65)}),
+            StatusCode::BAD_REQUEST,
+            Some("source"),
+        ),
+        // The tester.
+        (
+            Method::POST,
+            "/v1/optimize/messages/test".into(),
+            json!({"template": template(), "payload": "not base64!"}),
+            StatusCode::BAD_REQUEST,
+            Some("payload"),
+        ),
+        (
+            Method::POST,
+            "/v1/optimize/messages/test".into(),
+            json!({"template": template(), "payload": 5}),
+            StatusCode::BAD_REQUEST,
+            Some("payload"),
+        ),
+        (
+            Method::POST,
+            "/v1/optimize/messages/test".into(),
+            json!({"template": template()}),
+            StatusCode::BAD_REQUEST,
+            Some("payload"),
+        ),
+        // Methods a route does not have.
+        (
+            Method::PATCH,
+            devices_path(ICCID),
+            device.clone(),
+            StatusCode::METHOD_NOT_ALLOWED,
+            None,
+        ),
+        (
+            Method::POST,
+            "/v1/devices".into(),
+            device.clone(),
+            StatusCode::METHOD_NOT_ALLOWED,
+            None,
+        ),
+        (
+            Method::DELETE,
+            "/v1/devices".into(),
+            Value::Null,
+            StatusCode::METHOD_NOT_ALLOWED,
+            None,
+        ),
+        (
+            Method::PUT,
+            psk_path(ICCID),
+            json!({"secretKey": "l0ng-enough"}),
+            StatusCode::METHOD_NOT_ALLOWED,
+            None,
+        ),
+        (
+            Method::DELETE,
+            format!("{}/COAP", psk_path(ICCID)),
+            Value::Null,
+            StatusCode::METHOD_NOT_ALLOWED,
+            None,
+        ),
+        (
+            Method::GET,
+            "/v1/optimize/messages/test".into(),
+            Value::Null,
+            StatusCode::METHOD_NOT_ALLOWED,
+            None,
+        ),
+        (
+            Method::DELETE,
+            position_path(ICCID),
+            Value::Null,
+            StatusCode::METHOD_NOT_ALLOWED,
+            None,
+        ),
+        (
+            Method::PUT,
+            "/metrics".into(),
+            Value::Null,
+            StatusCode::METHOD_NOT_ALLOWED,
+            None,
+        ),
+    ];
+    let count = cases.len();
+    for (method, path, body, status, field) in cases {
+        let reply = if body.is_null() {
+            api.call(method.clone(), &path).await
+        } else {
+            api.json(method.clone(), &path, body.clone()).await
+        };
+        let what = format!("{method} {:.80} {:.80}", path, body.to_string());
+        assert_eq!(reply.status, status, "{what}: {}", reply.text);
+        let json = reply.json();
+        assert!(
+            json["error"].as_str().is_some_and(|e| !e.is_empty()),
+            "{what}: {json}"
+        );
+        assert_eq!(json["field"].as_str(), field, "{what}: {json}");
+        assert_eq!(
+            reply.headers.get(header::CONTENT_TYPE).unwrap(),
+            "application/json",
+            "{what}"
+        );
+        assert_eq!(api.all_devices(), before, "{what} changed the devices");
+        assert_eq!(api.key(ICCID), None, "{what} set a PSK");
+        assert!(
+            api.store.coap_template().is_none(),
+            "{what} stored a template"
+        );
+        assert!(
+            api.store.positions(&iccid(ICCID)).unwrap().is_empty(),
+            "{what} stored a position"
+        );
+    }
+    assert_eq!(count, 67);
+}
+
+#[tokio::test]
+async fn bodies_that_are_not_json_objects_are_400_and_change_nothing() {
+    let api = api();
+    api.put_device(ICCID, "10.0.0.7");
+    let before = api.all_devices();
+    let deep_array = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+    let deep_object = format!("{}1{}", r#"{"ip":"#.repeat(10_000), "}".repeat(10_000));
+    let bodies: Vec<(&str, Vec<u8>)> = vec![
+        ("truncated", br#"{"ip": "10.0.0.9""#.to_vec()),
+        ("trailing garbage", br#"{"ip": "10.0.0.9"} x"#.to_vec()),
+        (
+            "two objects",
+            br#"{"ip": "10.0.0.9"}{"ip": "10.0.0.9"}"#.to_vec(),
+        ),
+        ("single quotes", b"{'ip': '10.0.0.9'}".to_vec()),
+        ("a comment", b"{\"ip\": \"10.0.0.9\" /* c */}".to_vec()),
+        ("NaN", br#"{"ip": "10.0.0.9", "name": NaN}"#.to_vec()),
+        (
+            "a number beyond f64",
+            br#"{"ip": "10.0.0.9", "name": 1e400}"#.to_vec(),
+        ),
+        (
+            "invalid UTF-8",
+            b"{\"ip\": \"10.0.0.9\", \"name\": \"\xff\xfe\"}".to_vec(),
+        ),
+        (
+            "a lone surrogate",
+            br#"{"ip": "10.0.0.9", "name": "\ud800"}"#.to_vec(),
+        ),
+        (
+            "a UTF-16 body",
+            "{\"ip\": \"10.0.0.9\"}"
+                .encode_utf16()
+                .flat_map(u16::to_le_bytes)
+                .collect(),
+        ),
+        ("a BOM", b"\xef\xbb\xbf{\"ip\": \"10.0.0.9\"}".to_vec()),
+        ("nested 100000 deep", deep_array.into_bytes()),
+        ("objects nested 10000 deep", deep_object.into_bytes()),
+        ("a string", br#""10.0.0.9""#.to_vec()),
+        ("null", b"null".to_vec()),
+        ("a number", b"42".to_vec()),
+        ("an array", br#"[{"ip": "10.0.0.9"}]"#.to_vec()),
+        ("whitespace", b"   \r\n ".to_vec()),
+    ];
+    for (what, body) in bodies {
+        for (method, path) in [
+            (Method::PUT, devices_path(ICCID)),
+            (Method::POST, psk_path(ICCID)),
+            (Method::PUT, TEMPLATES.to_owned()),
+            (Method::POST, "/v1/optimize/messages/test".to_owned()),
+            (Method::PUT, position_path(ICCID)),
+        ] {
+            let reply = api
+                .raw(method.clone(), &path, "application/json", body.clone())
+                .await;
+            assert_eq!(
+                reply.status,
+                StatusCode::BAD_REQUEST,
+                "{what} {method} {path}: {}",
+                reply.text
+            );
+            let json = reply.json();
+            assert!(json["error"].is_string(), "{what}: {json}");
+            assert!(json.get("field").is_none(), "{what}: {json}");
+            assert!(
+                reply.text.len() < 200,
+                "{what}: the error echoes the input: {json}"
+            );
+        }
+        assert_eq!(api.all_devices(), before, "{what}");
+        assert_eq!(api.key(ICCID), None, "{what}");
+        assert!(api.store.coap_template().is_none(), "{what}");
+        assert!(
+            api.store.positions(&iccid(ICCID)).unwrap().is_empty(),
+            "{what}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn unsupported_content_types_are_415_and_change_nothing() {
+    let api = api();
+    let body = br#"{"ip": "10.0.0.9"}"#.to_vec();
+    let unsupported =
+        json!({"error": "the request body must be JSON (Content-Type: application/json)"});
+    for content_type in [
+        &b"text/plain"[..],
+        b"application/x-www-form-urlencoded",
+        b"multipart/form-data; boundary=x",
+        b"application/jsonx",
+        b"application/json-patch+json",
+        b"application/xml",
+        b"json",
+        b"",
+        b"application/\xffjson",
+        b";application/json",
+    ] {
+        let mut head = format!(
+            "PUT /v1/devices/{ICCID} HTTP/1.1\r\nHost: localhost\r\n\
+             Authorization: Bearer {TOKEN}\r\nContent-Length: {}\r\nContent-Type: ",
+            body.len()
+        )
+        .into_bytes();
+        head.extend_from_slice(content_type);
+        head.extend_from_slice(b"\r\n\r\n");
+        head.extend_from_slice(&body);
+        // `wire` takes the head as text; send it all as the "body".
+        let reply = wire(api.addr, String::new(), head).await;
+        let shown = String::from_utf8_lossy(content_type);
+        reply.refused(StatusCode::UNSUPPORTED_MEDIA_TYPE, unsupported.clone());
+        assert!(api.all_devices().is_empty(), "{shown}");
+    }
+}
+
+#[tokio::test]
+async fn every_bad_authorization_is_401_with_the_error_body_and_changes_nothing() {
+    let api = api();
+    let prefix = &TOKEN[..5];
+    let cases: Vec<(Option<Vec<u8>>, &str)> = vec![
+        (None, "missing bearer token"),
+        (
+            Some(b"".to_vec()),
+            "the Authorization header must be `Bearer TOKEN`",
+        ),
+        (
+            Some(b"Bearer".to_vec()),
+            "the Authorization header must be `Bearer TOKEN`",
+        ),
+        (
+            Some(b"Bearer    ".to_vec()),
+            "the Authorization header must be `Bearer TOKEN`",
+        ),
+        (
+            Some(format!("Basic {TOKEN}").into_bytes()),
+            "the Authorization header must be `Bearer TOKEN`",
+        ),
+        (
+            Some(format!("Token {TOKEN}").into_bytes()),
+            "the Authorization header must be `Bearer TOKEN`",
+        ),
+        (
+            Some(format!("Bearer:{TOKEN}").into_bytes()),
+            "the Authorization header must be `Bearer TOKEN`",
+        ),
+        (
+            Some(format!("Bearer\t{TOKEN}").into_bytes()),
+            "the Authorization header must be `Bearer TOKEN`",
+        ),
+        (
+            Some(TOKEN.as_bytes().to_vec()),
+            "the Authorization header must be `Bearer TOKEN`",
+        ),
+        (
+            Some(format!("Bearer {prefix}").into_bytes()),
+            "invalid bearer token",
+        ),
+        (
+            Some(format!("Bearer {TOKEN}{TOKEN}").into_bytes()),
+            "invalid bearer token",
+        ),
+        (
+            Some(format!("Bearer {}", TOKEN.to_uppercase()).into_bytes()),
+            "invalid bearer token",
+        ),
+        (
+            Some(format!("Bearer \"{TOKEN}\"").into_bytes()),
+            "invalid bearer token",
+        ),
+        (
+            Some(format!("Bearer {TOKEN}, Bearer {TOKEN}").into_bytes()),
+            "invalid bearer token",
+        ),
+        (Some(b"Bearer t\xf6ken".to_vec()), "invalid bearer token"),
+        (
+            Some(format!("Bearer {}", "x".repeat(8000)).into_bytes()),
+            "invalid bearer token",
+        ),
+    ];
+    let body = br#"{"ip": "10.0.0.9"}"#;
+    for (authorization, error) in cases {
+        let mut request = format!(
+            "PUT /v1/devices/{ICCID} HTTP/1.1\r\nHost: localhost\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\n",
+            body.len()
+        )
+        .into_bytes();
+        if let Some(value) = &authorization {
+            request.extend_from_slice(b"Authorization: ");
+            request.extend_from_slice(value);
+            request.extend_from_slice(b"\r\n");
+        }
+        request.extend_from_slice(b"\r\n");
+        request.extend_from_slice(body);
+        let reply = wire(api.addr, String::new(), request).await;
+        let shown = authorization.as_deref().map(String::from_utf8_lossy);
+        assert_eq!(
+            reply.status,
+            StatusCode::UNAUTHORIZED,
+            "{shown:?}: {}",
+            reply.text
+        );
+        assert_eq!(reply.json(), json!({"error": error}), "{shown:?}");
+        assert_eq!(
+            reply.headers.get(header::WWW_AUTHENTICATE).unwrap(),
+            "Bearer realm=\"coapgate\"",
+        );
+        assert!(!reply.text.contains(prefix), "{shown:?}: echoed the token");
+        assert!(api.all_devices().is_empty(), "{shown:?}");
+    }
+    // A wrong token first and the right one second: the first counts.
+    let request = format!(
+        "GET /v1/devices HTTP/1.1\r\nHost: localhost\r\n\
+         Authorization: Bearer wrong\r\nAuthorization: Bearer {TOKEN}\r\n\r\n"
+    );
+    let reply = wire(api.addr, request, Vec::new()).await;
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{}", reply.text);
+    // And the right one alone, written by hand the same way, is let in.
+    let request = format!(
+        "GET /v1/devices HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {TOKEN}\r\n\r\n"
+    );
+    let reply = wire(api.addr, request, Vec::new()).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+}

@@ -11,7 +11,7 @@
 //! of the wrong type or out of range is a [`ConfigError`] that names the
 //! key (`mqtt.qos: must be 1 or 2 …`).
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::fmt;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -70,6 +70,15 @@ impl ConfigError {
 
     fn in_file(mut self, path: &Path) -> Self {
         self.file = Some(path.to_owned());
+        self
+    }
+
+    /// `device.KEY` becomes `device[INDEX].KEY`, as serde's errors name a
+    /// `[[device]]` entry.
+    fn in_device(mut self, index: usize) -> Self {
+        if let Some(rest) = self.key.strip_prefix("device.") {
+            self.key = format!("device[{index}].{rest}");
+        }
         self
     }
 }
@@ -516,16 +525,27 @@ impl From<DeviceSeed> for Device {
 impl Config {
     /// Parses and validates TOML text.
     pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
-        let table: toml::Table =
-            toml::from_str(text).map_err(|e| ConfigError::new("", e.to_string().trim_end()))?;
+        let table: toml::Table = toml::from_str(text).map_err(|e| syntax_error(text, &e))?;
         Self::try_from(table)
     }
 
     /// Reads, parses and validates a file; a [`ConfigError`] names the file.
+    /// A file that cannot be read (missing, a directory, no permission) is
+    /// a [`ServerError::Io`] naming it; one that is not UTF-8 a
+    /// [`ConfigError`] giving the line of the first bad byte.
     pub fn load(path: &Path) -> Result<Self, ServerError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ServerError::Io {
-            what: format!("read {}", path.display()),
+        let bytes = std::fs::read(path).map_err(|source| ServerError::Io {
+            what: format!("read the configuration file {}", path.display()),
             source,
+        })?;
+        let text = String::from_utf8(bytes).map_err(|e| {
+            let valid = &e.as_bytes()[..e.utf8_error().valid_up_to()];
+            let line = valid.iter().filter(|b| **b == b'\n').count() + 1;
+            ConfigError::new(
+                "",
+                format!("line {line}: not UTF-8 text (TOML files are UTF-8)"),
+            )
+            .in_file(path)
         })?;
         Ok(Self::from_toml(&text).map_err(|e| e.in_file(path))?)
     }
@@ -572,23 +592,31 @@ impl Config {
                 ),
             ));
         }
-        let mut iccids = HashSet::new();
-        let mut ips = HashSet::new();
-        for d in &self.devices {
-            if !iccids.insert(d.iccid.clone()) {
+        coapgate_store::check_url(&self.store.url).map_err(|e| match e {
+            // The reason only: the key names the value, and the URL may
+            // hold a password.
+            coapgate_store::StoreError::InvalidUrl { reason, .. } => {
+                ConfigError::new("store.url", reason)
+            }
+            other => ConfigError::new("store.url", other),
+        })?;
+        let mut iccids = HashMap::new();
+        let mut ips = HashMap::new();
+        for (index, d) in self.devices.iter().enumerate() {
+            if let Some(first) = iccids.insert(d.iccid.clone(), index) {
                 return Err(ConfigError::new(
-                    "device.iccid",
-                    format!("{} is listed twice", d.iccid),
+                    format!("device[{index}].iccid"),
+                    format!("{} is listed twice (device[{first}] has it too)", d.iccid),
                 ));
             }
-            if !ips.insert(d.ip.to_canonical()) {
+            if let Some(first) = ips.insert(d.ip.to_canonical(), index) {
                 return Err(ConfigError::new(
-                    "device.ip",
-                    format!("{} is listed twice", d.ip),
+                    format!("device[{index}].ip"),
+                    format!("{} is listed twice (device[{first}] has it too)", d.ip),
                 ));
             }
-            d.psk_record()?;
-            d.position()?;
+            d.psk_record().map_err(|e| e.in_device(index))?;
+            d.position().map_err(|e| e.in_device(index))?;
         }
         Ok(())
     }
@@ -730,8 +758,67 @@ fn parse<T: DeserializeOwned>(path: &str, value: toml::Value) -> Result<T, Confi
             inner if path.is_empty() || inner.starts_with('[') => format!("{path}{inner}"),
             inner => format!("{path}.{inner}"),
         };
-        ConfigError::new(key, e.into_inner().message())
+        let message = e.into_inner().message().to_owned();
+        let message = if is_secret(&key) {
+            without_value(&message)
+        } else {
+            message
+        };
+        ConfigError::new(key, message)
     })
+}
+
+/// Whether the value of `key` may be a secret (a token, a PSK, a URL that
+/// may carry a password): its errors never show the value.
+fn is_secret(key: &str) -> bool {
+    let last = key.rsplit(['.', ']']).next().unwrap_or(key);
+    matches!(last, "token" | "psk" | "url" | "password")
+}
+
+/// serde's `invalid type: integer `5`, expected a string` (and `invalid
+/// value`, `invalid length`) without the value: `invalid type: integer,
+/// expected a string`. Other messages are the types' own (`BrokerUrl`'s,
+/// …), which never quote a value, and are kept.
+fn without_value(message: &str) -> String {
+    for prefix in ["invalid type", "invalid value", "invalid length"] {
+        let Some(rest) = message.strip_prefix(prefix) else {
+            continue;
+        };
+        let rest = rest.trim_start_matches([':', ' ']);
+        let (unexpected, expected) = rest.split_once(", expected ").unwrap_or((rest, ""));
+        // `integer `5``, `string "x"`, `floating point `1.5``: the kind
+        // before the quoted value; `3` (a length): nothing.
+        let kind = unexpected
+            .split(['`', '"', '\''])
+            .next()
+            .unwrap_or_default()
+            .trim();
+        let mut out = prefix.to_owned();
+        if !kind.is_empty() && !kind.chars().any(|c| c.is_ascii_digit()) {
+            out.push_str(": ");
+            out.push_str(kind);
+        }
+        if !expected.is_empty() {
+            out.push_str(", expected ");
+            out.push_str(expected);
+        }
+        return out;
+    }
+    message.to_owned()
+}
+
+/// A TOML syntax error as `line L, column C: WHAT`, without toml's excerpt
+/// of the file: the excerpt is the offending line, which may hold a token,
+/// a PSK or a password.
+fn syntax_error(text: &str, error: &toml::de::Error) -> ConfigError {
+    let message = error.message().trim_end();
+    let Some(span) = error.span() else {
+        return ConfigError::new("", message);
+    };
+    let before = text.get(..span.start).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().unwrap_or(before).chars().count() + 1;
+    ConfigError::new("", format!("line {line}, column {column}: {message}"))
 }
 
 /// The keys `T`'s derived `Deserialize` reads: serde hands them to
@@ -956,6 +1043,57 @@ status = "ACTIVE"
     }
 
     #[test]
+    fn secret_values_are_left_out_of_serde_messages() {
+        for (message, shown) in [
+            (
+                "invalid type: integer `123456`, expected a string",
+                "invalid type: integer, expected a string",
+            ),
+            (
+                "invalid type: string \"s3cret\", expected a sequence",
+                "invalid type: string, expected a sequence",
+            ),
+            (
+                "invalid type: floating point `1.5`, expected a string",
+                "invalid type: floating point, expected a string",
+            ),
+            (
+                "invalid type: sequence, expected a string",
+                "invalid type: sequence, expected a string",
+            ),
+            (
+                "invalid value: character `x`, expected a digit",
+                "invalid value: character, expected a digit",
+            ),
+            ("invalid length 3, expected 2", "invalid length, expected 2"),
+            (
+                "the URL has no host (mqtt://HOST[:PORT])",
+                "the URL has no host (mqtt://HOST[:PORT])",
+            ),
+        ] {
+            assert_eq!(without_value(message), shown);
+        }
+        for (key, secret) in [
+            ("admin.token", true),
+            ("device[3].psk", true),
+            ("mqtt.url", true),
+            ("store.url", true),
+            ("device[3].psk_format", false),
+            ("admin.bind", false),
+        ] {
+            assert_eq!(is_secret(key), secret, "{key}");
+        }
+    }
+
+    #[test]
+    fn syntax_errors_give_the_place_not_the_line() {
+        let e = Config::from_toml("[admin]\nbind = \"127.0.0.1:1\"\ntoken = \"s3cret").unwrap_err();
+        assert_eq!(e.key(), "");
+        assert!(e.reason().starts_with("line 3, column "), "{e}");
+        assert!(!e.to_string().contains("s3cret"), "{e}");
+    }
+
+    #[test]
     fn devices_may_carry_an_operator_psk() {
         let c = Config::from_toml(
             "[[device]]\niccid = \"8988280666000000000\"\nip = \"127.0.0.2\"\npsk = \"00112233aabbccdd\"\npsk_format = \"HEX\"\n",
@@ -976,7 +1114,7 @@ status = "ACTIVE"
             ))
             .unwrap_err()
             .to_string();
-            assert!(err.contains("device.psk"), "{bad}: {err}");
+            assert!(err.contains("device[0].psk"), "{bad}: {err}");
             assert!(!err.contains("zz112233"), "no secret in errors: {err}");
         }
     }
@@ -999,7 +1137,7 @@ status = "ACTIVE"
         )
         .unwrap_err()
         .to_string();
-        assert!(err.starts_with("device.position: "), "{err}");
+        assert!(err.starts_with("device[0].position: "), "{err}");
         assert!(err.contains("(device 8988280666000000000)"), "{err}");
     }
 

@@ -460,8 +460,30 @@ fn local_addr(socket: &UdpSocket, what: &str) -> Result<SocketAddr, ServerError>
 }
 
 /// Opens the store and seeds the configured devices. Blocking.
+///
+/// Before writing anything, checks that no seeded address belongs to a
+/// device in the store that the configuration does not list: seeding would
+/// otherwise stop half-way at that entry, with the ones before it written.
 fn open_and_seed(config: &Config) -> Result<Store, ServerError> {
+    use coapgate_model::DeviceDirectory as _;
+
     let store = coapgate_store::open(&config.store.url)?;
+    let view = store.directory();
+    for (index, seed) in config.devices.iter().enumerate() {
+        let Some(holder) = view.by_ip(seed.ip) else {
+            continue;
+        };
+        let listed = config.devices.iter().any(|d| d.iccid == holder.iccid);
+        if holder.iccid != seed.iccid && !listed {
+            return Err(ServerError::Config(ConfigError::new(
+                format!("device[{index}].ip"),
+                format!(
+                    "{} belongs to device {} in the store; remove that device or seed another address (nothing was seeded)",
+                    seed.ip, holder.iccid
+                ),
+            )));
+        }
+    }
     for seed in &config.devices {
         store.put_device(seed.clone().into())?;
         if let Some(record) = seed.psk_record()? {

@@ -66,7 +66,7 @@ admin.tokn = "x"                                    => admin.tokn: unknown key
 coap.transmission.bogus = 1                         => coap.transmission.bogus: unknown field
 device = [{ iccid = "8988280666000000000", ip = "127.0.0.2", colour = 1 }] => device[0].colour: unknown field
 device = [{ iccid = "123", ip = "127.0.0.2" }]      => device[0].iccid: ICCID
-device = [{ iccid = "8988280666000000000", ip = "127.0.0.2", psk = "short" }] => device.psk: 8 to 256
+device = [{ iccid = "8988280666000000000", ip = "127.0.0.2", psk = "short" }] => device[0].psk: 8 to 256
 coaps.mtu = 255                                     => coaps.mtu: 256..=65507
 coaps.mtu = 65508                                   => coaps.mtu: 256..=65507
 coaps.max_sessions = 0                              => coaps.max_sessions: at least 1
@@ -97,7 +97,7 @@ fn each_invalid_value_is_refused_naming_its_key() {
     }
     assert_eq!(count, 62, "every line is a case");
     let twice = format!("{DEVICE}{}", DEVICE.replace("000\"", "001\""));
-    assert_eq!(Config::from_toml(&twice).unwrap_err().key(), "device.ip");
+    assert_eq!(Config::from_toml(&twice).unwrap_err().key(), "device[1].ip");
 }
 
 #[test]
@@ -273,4 +273,189 @@ fn tls_files_are_read_and_checked_at_load() {
         assert_eq!(err.key(), key, "{err}");
         assert!(err.reason().contains(why), "{err}");
     }
+}
+
+// ------------------------------------------------ bad input (issue 12)
+
+/// More invalid files, one a case: `TOML => KEY: A WORD OF THE REASON`, the
+/// TOML with `\n` for new lines. Nested sections, `[[device]]` entries
+/// (named by their index), wrong types, values out of range, addresses and
+/// URLs that do not parse.
+const MORE_INVALID: &str = r#"
+[coap.dedup]\nbogus = 1                                     => coap.dedup.bogus: unknown field
+[coap.transmission]\nack_timeout = "2s"                     => coap.transmission.ack_timeout: string
+[coap]\nrecv_buffer = -1                                    => coap.recv_buffer: -1
+[coap]\nrecv_buffer = 1.5                                   => coap.recv_buffer: float
+[coap]\nmax_payload = 99999999999999999999                  => : line 2
+[coap]\nbind = "0.0.0.0"                                    => coap.bind: socket address
+[coap]\nbind = "localhost:5683"                             => coap.bind: socket address
+[coap]\nbind = "0.0.0.0:99999"                              => coap.bind: socket address
+[coaps]\nbind = ["0.0.0.0:5684"]                            => coaps.bind: sequence
+[coaps]\npublic_url = "not a url"                           => coaps.public_url: white space
+[coaps]\nmax_sessions = -1                                  => coaps.max_sessions: -1
+[admin]\nbind = "8080"                                      => admin.bind: socket address
+[admin]\nbind = "[::1]"                                     => admin.bind: socket address
+[admin]\nbind = 8080                                        => admin.bind: integer
+[admin]\ntoken = ["a"]                                      => admin.token: sequence
+[admin.tls]\ncert = "x"                                     => admin.tls: unknown key
+[mqtt]\nurl = "mqtt://"                                     => mqtt.url: host
+[mqtt]\nurl = "mqtt://h:port"                               => mqtt.url: port
+[mqtt]\nurl = "mqtt://h:65536"                              => mqtt.url: port
+[mqtt]\nurl = 1883                                          => mqtt.url: integer
+[mqtt]\nqos = 1.0                                           => mqtt.qos: float
+[mqtt]\nembedded_bind = "127.0.0.1"                         => mqtt.embedded_bind: socket address
+[store]\nurl = "mysql://u:p@h/db"                           => store.url: sqlite://
+[store]\nurl = "sqlite://"                                  => store.url: no database file
+[store]\nurl = "sqlite://db?mode=ro"                        => store.url: query
+[store]\nurl = 5                                            => store.url: integer
+[store]\npath = "x.db"                                      => store.path: unknown key
+store = "sqlite://x.db"                                     => store: table
+device = { iccid = "8988280666000000000", ip = "127.0.0.2" } => device: sequence
+[[device]]\nip = "127.0.0.2"                                => device[0]: iccid
+[[device]]\niccid = "8988280666000000000"                   => device[0]: ip
+[[device]]\niccid = "../x"\nip = "127.0.0.2"                => device[0].iccid: ICCID
+[[device]]\niccid = "898828066600000000000000000000"\nip = "127.0.0.2" => device[0].iccid: ICCID
+[[device]]\niccid = 8988280666000000000\nip = "127.0.0.2"   => device[0].iccid: integer
+[[device]]\niccid = "8988280666000000000"\nip = "127.0.0.256" => device[0].ip: IP address
+[[device]]\niccid = "8988280666000000000"\nip = "h.example" => device[0].ip: IP address
+[[device]]\niccid = "8988280666000000000"\nip = "127.0.0.2"\nstatus = "DELETED" => device[0].status: DELETED
+[[device]]\niccid = "8988280666000000000"\nip = "127.0.0.2"\nimsi = "12" => device[0].imsi: IMSI
+[[device]]\niccid = "8988280666000000000"\nip = "127.0.0.2"\nname = 5 => device[0].name: integer
+[[device]]\niccid = "8988280666000000000"\nip = "127.0.0.2"\npsk_format = "BASE64"\npsk = "l0ng-enough" => device[0].psk_format: STRING or HEX
+[[device]]\niccid = "8988280666000000000"\nip = "127.0.0.2"\n[device.extra]\nx = 1 => device[0].extra: unknown field
+[[device]]\niccid = "8988280666000000000"\nip = "127.0.0.2"\nposition = { coordinate = [1, 2], sample_time = 1, bogus = 1 } => device[0].position.bogus: unknown field
+[[device]]\niccid = "8988280666000000000"\nip = "127.0.0.2"\nposition = { coordinate = [1], sample_time = 1 } => device[0].position.coordinate: 2
+[[device]]\niccid = "8988280666000000000"\nip = "127.0.0.2"\nposition = { coordinate = [1, nan], sample_time = 1 } => device[0].position: latitude
+[[device]]\niccid = "8988280666000000000"\nip = "127.0.0.2"\nposition = { coordinate = [1, 2], sample_time = -1 } => device[0].position.sample_time: -1
+[[device]]\niccid = "8988280666000000000"\nip = "127.0.0.2"\n[[device]]\niccid = "8988280666000000001"\nip = "127.0.0.3"\npsk = "short" => device[1].psk: 8 to 256
+[[device]]\niccid = "8988280666000000000"\nip = "127.0.0.2"\n[[device]]\niccid = "8988280666000000001"\nip = "::ffff:127.0.0.2" => device[1].ip: listed twice
+[[device]]\niccid = "8988280666000000000"\nip = "127.0.0.2"\n[[device]]\niccid = "8988280666000000000"\nip = "127.0.0.3" => device[1].iccid: listed twice
+"#;
+
+#[test]
+fn more_invalid_files_are_refused_naming_the_key_with_its_section() {
+    let mut count = 0;
+    let mut wrong = Vec::new();
+    for case in MORE_INVALID.lines().filter(|line| !line.is_empty()) {
+        let (toml, expected) = case.split_once(" => ").unwrap();
+        let toml = toml.trim_end().replace("\\n", "\n");
+        let (key, why) = expected.split_once(": ").unwrap();
+        match Config::from_toml(&toml) {
+            Ok(_) => wrong.push(format!("{toml:?} was accepted")),
+            Err(err) if err.key() != key || !err.reason().contains(why) => {
+                wrong.push(format!("{toml:?} gave {err}; expected {expected}"));
+            }
+            Err(_) => {}
+        }
+        count += 1;
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    assert_eq!(count, 48, "every line is a case");
+}
+
+/// Secrets in the file never reach an error: wrong types, syntax errors on
+/// the secret's own line, bad URLs with passwords.
+#[test]
+fn errors_never_echo_a_secret() {
+    let mut echoed = Vec::new();
+    for toml in [
+        "[admin]\ntoken = 12345678987654321",
+        "[admin]\ntoken = 1234.5678987654321",
+        "[admin]\ntoken = \"s3cretTOKEN",
+        "[admin]\ntoken = \"s3cretTOKEN\" junk",
+        "[admin]\ntoken = 's3cretTOKEN\nbind = \"0.0.0.0:1\"",
+        "[admin]\ntoken = \"\"\"s3cretTOKEN",
+        "[admin]\ntoken = \"s3cretTOKEN\"\ntoken = \"s3cretTOKEN\"",
+        "[admin]\ntoken = \"s3cretTOKEN\\q\"",
+        "[mqtt]\nurl = \"mqtt://u:s3cretTOKEN@h:99999\"",
+        "[mqtt]\nurl = \"mqtt://u:s3cretTOKEN@\"",
+        "[mqtt]\nurl = \"http://u:s3cretTOKEN@h\"",
+        "[mqtt]\nurl = \"mqtt://u:s3cretTOKEN@h\nqos = 1",
+        "[store]\nurl = \"mysql://u:s3cretTOKEN@h/db\"",
+        "[store]\nurl = \"postgres://u:s3cretTOKEN@h:notaport/db\"",
+        "[store]\nurl = \"postgres://u:s3cretTOKEN@h/db?password=s3cretTOKEN&x=\"",
+        "[[device]]\niccid = \"8988280666000000000\"\nip = \"127.0.0.2\"\npsk = 12345678987654321",
+        "[[device]]\niccid = \"8988280666000000000\"\nip = \"127.0.0.2\"\npsk = \"s3cretTOKEN,\"",
+        "[[device]]\niccid = \"8988280666000000000\"\nip = \"127.0.0.2\"\npsk = \"s3cretTOKEN\"\npsk_format = \"HEX\"",
+        "[[device]]\niccid = \"8988280666000000000\"\nip = \"127.0.0.2\"\npsk = \"s3cretTOKEN",
+        "[[device]]\niccid = \"8988280666000000000\"\nip = \"127.0.0.2\"\npsk = [\"s3cretTOKEN\"]",
+    ] {
+        let Err(err) = Config::from_toml(toml) else {
+            echoed.push(format!("{toml:?} was accepted"));
+            continue;
+        };
+        let err = err.to_string();
+        if ["s3cretTOKEN", "12345678987654321", "1234.5678987654321"]
+            .iter()
+            .any(|secret| err.contains(secret))
+        {
+            echoed.push(format!("{toml:?} echoed the secret: {err}"));
+        }
+    }
+    assert!(echoed.is_empty(), "{}", echoed.join("\n"));
+}
+
+/// A file that cannot be read or is not text: an error naming the file, and
+/// for text that is not UTF-8, the line.
+#[test]
+fn unreadable_files_are_named() {
+    let dir = coapgate_testkit::temp_dir("config-unreadable");
+    let missing = dir.join("missing.toml");
+    let not_utf8 = dir.join("latin1.toml");
+    std::fs::write(
+        &not_utf8,
+        b"[admin]\nbind = \"127.0.0.1:8080\"\n# gr\xfc\xdfe\n",
+    )
+    .unwrap();
+    for (path, why) in [
+        (&missing, "No such file"),
+        (&dir, "directory"),
+        (&not_utf8, "line 3: not UTF-8"),
+    ] {
+        let err = Config::load(path).unwrap_err().to_string();
+        assert!(err.contains(&path.display().to_string()), "{err}");
+        assert!(err.contains(why), "{path:?}: {err}");
+    }
+}
+
+/// A seeded address that belongs to another device in the store is refused
+/// before anything is seeded: the entries before it are not written either.
+#[test]
+fn a_seed_that_cannot_be_stored_stores_nothing() {
+    use coapgate_model::{Device, DeviceStatus};
+
+    let dir = coapgate_testkit::temp_dir("config-seed");
+    let url = format!("sqlite://{}", dir.join("store.db").display());
+    let store = coapgate_store::open(&url).unwrap();
+    let holder = Device {
+        iccid: "8988280666000000009".parse().unwrap(),
+        imsi: None,
+        ip: "127.0.0.9".parse().unwrap(),
+        status: DeviceStatus::Active,
+        name: None,
+    };
+    store.put_device(holder.clone()).unwrap();
+    drop(store);
+
+    let config = Config::from_toml(&format!(
+        "[store]\nurl = '{url}'\n[mqtt]\nurl = \"mqtt://127.0.0.1:1\"\nconnect_timeout = 1\n\
+         [[device]]\niccid = \"8988280666000000000\"\nip = \"127.0.0.2\"\npsk = \"l0ng-enough\"\n\
+         [[device]]\niccid = \"8988280666000000001\"\nip = \"::ffff:127.0.0.9\"\n"
+    ))
+    .unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let Err(coapgate_server::ServerError::Config(err)) =
+        runtime.block_on(coapgate_server::Server::bind(config))
+    else {
+        panic!("bound with a seed that cannot be stored");
+    };
+    assert_eq!(err.key(), "device[1].ip", "{err}");
+    assert!(err.reason().contains("8988280666000000009"), "{err}");
+
+    let store = coapgate_store::open(&url).unwrap();
+    assert_eq!(store.devices(1, 10).unwrap(), vec![holder]);
+    assert!(store.psk_keys().key("8988280666000000000").is_none());
 }

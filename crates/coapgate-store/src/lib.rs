@@ -196,6 +196,14 @@ pub fn open(url: &str) -> Result<Store, StoreError> {
     Ok(store)
 }
 
+/// Checks a store URL by the rules of [`open`] without opening anything
+/// (no file is created, no connection made): the configuration refuses a
+/// bad `[store] url` when it is loaded. The error shows the URL with any
+/// password redacted.
+pub fn check_url(url: &str) -> Result<(), StoreError> {
+    url::parse(url).map(|_| ())
+}
+
 /// A store URL as it may be shown: any password replaced by `***` (the
 /// `user:password@` part and any `password=` parameter).
 pub fn redacted_url(url: &str) -> String {
