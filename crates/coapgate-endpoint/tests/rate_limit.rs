@@ -115,7 +115,10 @@ fn tokens_come_back_at_the_rate() {
     w.advance(499 * MS);
     assert!(send(&mut w, link, 4).is(ResponseType::TooManyRequests));
     w.advance(MS);
-    assert!(send(&mut w, link, 5).is(ResponseType::Changed), "one token back");
+    assert!(
+        send(&mut w, link, 5).is(ResponseType::Changed),
+        "one token back"
+    );
     assert!(send(&mut w, link, 6).is(ResponseType::TooManyRequests));
     // A device that keeps to the rate is never refused.
     for mid in 7..50 {

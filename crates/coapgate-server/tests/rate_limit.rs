@@ -129,7 +129,10 @@ fn over_its_budget_a_device_gets_4_29_with_max_age_and_retransmissions_cost_noth
         ),
         1
     );
-    assert_eq!(metric(srv, "coapgate_rate_limited_total{kind=\"device\"}"), 1);
+    assert_eq!(
+        metric(srv, "coapgate_rate_limited_total{kind=\"device\"}"),
+        1
+    );
     assert_eq!(
         metric(srv, "coapgate_rate_limited_total{kind=\"handshake\"}"),
         0

@@ -64,6 +64,7 @@ const EXPORTED: &[(&str, Kind)] = &[
     ("store_changes", Counter),
     ("store_resyncs", Counter),
     ("store_change_lag_seconds", Gauge),
+    ("rate_limited", Counter),
 ];
 
 /// What the dashboard must show (the operator's questions, docs/deployment.md).
