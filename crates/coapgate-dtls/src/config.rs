@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use coapgate_exchange::RateLimit;
+
 use crate::DtlsError;
 
 /// How the server behaves. [`Default`] gives the values documented on each
@@ -11,8 +13,8 @@ use crate::DtlsError;
 ///
 /// With the `serde` feature it deserializes from `mtu`, `max_sessions`,
 /// `max_handshakes`, `handshake_timeout` and `idle_timeout` (durations in
-/// seconds); a missing key keeps its default. The cipher list and the
-/// cookie rotation are not part of that form.
+/// seconds); a missing key keeps its default. The cipher list, the cookie
+/// rotation and the handshake rate limit are not part of that form.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 #[cfg_attr(feature = "serde", derive(serde::Deserialize))]
@@ -51,6 +53,14 @@ pub struct DtlsConfig {
     /// two periods. Default 60 s; above zero.
     #[cfg_attr(feature = "serde", serde(skip))]
     pub cookie_rotation: Duration,
+    /// New handshakes per source IP address (off by default): a ClientHello
+    /// with a valid cookie that would start a handshake takes a token from
+    /// its address's bucket in [`DtlsServer::accept`](crate::DtlsServer::accept);
+    /// without one it is dropped silently before any state exists for it.
+    /// ClientHellos without a cookie are not counted (they cost no state,
+    /// and their source address is unproven).
+    #[cfg_attr(feature = "serde", serde(skip))]
+    pub handshake_limit: RateLimit,
 }
 
 impl Default for DtlsConfig {
@@ -63,6 +73,7 @@ impl Default for DtlsConfig {
             handshake_timeout: Duration::from_secs(20),
             idle_timeout: Duration::from_secs(30 * 60),
             cookie_rotation: Duration::from_secs(60),
+            handshake_limit: RateLimit::OFF,
         }
     }
 }

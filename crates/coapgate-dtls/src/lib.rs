@@ -48,8 +48,10 @@
 //! - A **ClientHello with a valid cookie** is handed to the caller as an
 //!   [`Incoming`] (quinn's accept/refuse step): nothing exists for the peer
 //!   yet. [`DtlsServer::refuse`] drops it; [`DtlsServer::accept`] creates
-//!   the peer's OpenSSL `Ssl`, if [`DtlsConfig::max_handshakes`] and
-//!   [`DtlsConfig::max_sessions`] allow. OpenSSL's state machine insists on doing the cookie round trip
+//!   the peer's OpenSSL `Ssl`, if the address is within
+//!   [`DtlsConfig::handshake_limit`] (new handshakes a second per IP) and
+//!   [`DtlsConfig::max_handshakes`] and [`DtlsConfig::max_sessions`]
+//!   allow. OpenSSL's state machine insists on doing the cookie round trip
 //!   itself, so the server first feeds it a copy of the ClientHello without
 //!   cookie and with message_seq 0, lets it write its own HelloVerifyRequest
 //!   (with the *same* cookie, through the cookie callbacks) and discards
@@ -71,7 +73,8 @@
 //!
 //! # Bounds
 //!
-//! Half-open handshakes ≤ `max_handshakes`, each dropped after
+//! New handshakes per source IP ≤ `handshake_limit` (a token bucket per
+//! address, kept only while not full). Half-open handshakes ≤ `max_handshakes`, each dropped after
 //! `handshake_timeout`; sessions ≤ `max_sessions`, each closed after
 //! `idle_timeout` without an authenticated datagram from its peer. Queues
 //! between the server and OpenSSL hold a few datagrams at most. Cookie-less
@@ -210,6 +213,9 @@ pub struct DtlsStats {
     /// ClientHellos with a valid cookie the caller refused
     /// ([`DtlsServer::refuse`]), e.g. from an address no device has.
     pub handshakes_refused: u64,
+    /// ClientHellos with a valid cookie dropped because their address was
+    /// over [`DtlsConfig::handshake_limit`].
+    pub handshakes_rate_limited: u64,
     /// HelloVerifyRequests sent (statelessly).
     pub cookies_sent: u64,
     /// Datagrams dropped before reaching OpenSSL: malformed, from an

@@ -3,10 +3,11 @@
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
+use coapgate_exchange::RateLimiter;
 use openssl::error::ErrorStack;
 use openssl::ex_data::Index;
 use openssl::ssl::{
@@ -95,6 +96,8 @@ pub struct DtlsServer {
     cookies: CookieJar,
     conns: HashMap<SessionId, Conn>,
     peers: HashMap<SocketAddr, Slot>,
+    /// New handshakes per source IP: a token bucket per address.
+    handshake_limiter: RateLimiter<IpAddr>,
     /// One entry per connection: its next deadline.
     timers: BTreeSet<(Instant, SessionId)>,
     events: VecDeque<DtlsEvent>,
@@ -171,6 +174,7 @@ impl DtlsServer {
         });
         Ok(DtlsServer {
             cookies: CookieJar::new(config.cookie_rotation)?,
+            handshake_limiter: RateLimiter::new(config.handshake_limit),
             config,
             ctx: ctx.build(),
             cookie_index,
@@ -249,6 +253,7 @@ impl DtlsServer {
     /// Handles timers due at `now`: handshake deadlines, OpenSSL's
     /// retransmissions, idle sessions.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.handshake_limiter.sweep(now);
         // Every connection is handled at most once per call; re-armed timers
         // lie after `now`.
         let mut budget = self.timers.len();
@@ -376,16 +381,25 @@ impl DtlsServer {
         }));
     }
 
-    /// Starts the handshake an [`Incoming`] asked for, if the caps allow
-    /// (else it is counted as refused over the cap). A half-open handshake
-    /// from the same address is abandoned for it; a live session from the
-    /// same address stays until the new handshake completes.
+    /// Starts the handshake an [`Incoming`] asked for, if its address is
+    /// within [`DtlsConfig::handshake_limit`] (else it is dropped silently
+    /// and counted as rate-limited) and the caps allow (else it is counted
+    /// as refused over the cap). A half-open handshake from the same
+    /// address is abandoned for it; a live session from the same address
+    /// stays until the new handshake completes.
     pub fn accept(&mut self, now: Instant, incoming: Incoming) {
         let Incoming {
             addr: from,
             datagram,
             cookie,
         } = incoming;
+        // First, so that a ClientHello over the limit changes nothing: no
+        // `Ssl`, no slot, and a half-open handshake of the address is kept.
+        if let Err(wait) = self.handshake_limiter.check(now, &from.ip().to_canonical()) {
+            self.stats.handshakes_rate_limited += 1;
+            tracing::debug!(%from, ?wait, "DTLS: handshake dropped, over the address's handshake rate");
+            return;
+        }
         let Ok(hello) = record::parse_client_hello(&datagram) else {
             self.stats.datagrams_dropped += 1;
             return;

@@ -2,7 +2,7 @@ use std::fmt;
 use std::time::Duration;
 
 use coapgate_bootstrap::{CoapsUrl, Policy};
-use coapgate_exchange::{DedupLimits, TransmissionParams};
+use coapgate_exchange::{DedupLimits, RateLimit, TransmissionParams};
 use coapgate_topic::TopicTemplates;
 
 /// What the engine publishes as the MQTT payload.
@@ -26,7 +26,7 @@ pub enum PayloadFormat {
 /// deserializes from the request-handling knobs (`max_payload`,
 /// `piggyback_window`, `publish_timeout`, `max_pending`, `store_timeout`,
 /// `transmission`, `dedup`; durations in seconds; a missing key keeps its default). The
-/// topics, payload format, `/bootstrap` settings and seed are not part of
+/// device rate limit, topics, payload format, `/bootstrap` settings and seed are not part of
 /// that form: they are set by whoever assembles the engine's configuration.
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
@@ -55,6 +55,12 @@ pub struct EndpointConfig {
     /// gets 5.03 Service Unavailable with Max-Age (10 s; more than 0).
     #[cfg_attr(feature = "serde", serde(with = "coapgate_exchange::secs_f64"))]
     pub store_timeout: Duration,
+    /// The per-device rate limit of spec.md §2.1 step 4 (off by default):
+    /// a request over it gets 4.29 Too Many Requests with Max-Age. Set from
+    /// `[limits] device_rate` and `device_burst` by whoever assembles the
+    /// configuration.
+    #[cfg_attr(feature = "serde", serde(skip))]
+    pub device_limit: RateLimit,
     /// Publish-topic templates.
     #[cfg_attr(feature = "serde", serde(skip))]
     pub topics: TopicTemplates,
@@ -80,6 +86,7 @@ impl Default for EndpointConfig {
             publish_timeout: Duration::from_secs(10),
             max_pending: 4096,
             store_timeout: Duration::from_secs(10),
+            device_limit: RateLimit::OFF,
             topics: TopicTemplates::default(),
             payload_format: PayloadFormat::Envelope,
             bootstrap: BootstrapConfig::default(),

@@ -14,7 +14,8 @@ use std::time::{Instant, SystemTime};
 use coapgate_bootstrap::{OsPskGenerator, PskGenerator};
 use coapgate_codec::{self as codec, MessageClass, MessageType, Packet, RequestType, ResponseType};
 use coapgate_exchange::{
-    DedupCache, Lookup, MessageIds, MessageKind, Retransmissions, RetransmitEvent, Ticket,
+    DedupCache, Lookup, MessageIds, MessageKind, RateLimiter, Retransmissions, RetransmitEvent,
+    Ticket, whole_seconds,
 };
 use coapgate_location::PositionStore;
 use coapgate_model::{Device, DeviceDirectory, Iccid, Registrations};
@@ -29,6 +30,7 @@ use crate::{
 };
 use publish::{Owner, RequestId, StoreWaiter};
 
+use codec::CoapOption;
 use codec::option_number::{PROXY_SCHEME, PROXY_URI};
 
 /// The resources a path can name.
@@ -122,6 +124,9 @@ pub struct Endpoint {
     sessions: HashMap<u64, Iccid>,
     broker_connected: bool,
     dedup: DedupCache<Link>,
+    /// Each device's token bucket (spec.md §2.1 step 4), by ICCID: a
+    /// device keeps its budget whichever port or session it sends from.
+    device_limiter: RateLimiter<Iccid>,
     retransmissions: Retransmissions<Link>,
     message_ids: MessageIds,
     rng: SmallRng,
@@ -159,6 +164,7 @@ impl Endpoint {
                 params.non_lifetime(),
                 config.dedup,
             ),
+            device_limiter: RateLimiter::new(config.device_limit),
             retransmissions: Retransmissions::new(params),
             message_ids: MessageIds::new(rng.random()),
             rng,
@@ -343,13 +349,24 @@ impl Endpoint {
         }
     }
 
-    /// Steps 3 to 8 of spec.md §2.1 (step 4, the rate limit, is not built yet).
+    /// Steps 3 to 8 of spec.md §2.1.
     fn process(&mut self, request: &Request<'_>) -> Outcome {
         let packet = request.packet;
         // 3. The device, by source IP (and on DTLS, by the session's identity).
         let Some(device) = self.authorised_device(request.from) else {
             return Outcome::code(ResponseType::Unauthorized);
         };
+        // 4. The device's rate limit. A duplicate never gets here (step 2),
+        // so a retransmission costs no budget. Refused before the LIFECYCLE
+        // event: a refused request has no effect but its 4.29.
+        if let Err(wait) = self.device_limiter.check(request.now, &device.iccid) {
+            self.stats.rate_limited += 1;
+            tracing::debug!(iccid = %device.iccid, ?wait, "over the device's rate limit");
+            return Outcome::Respond(
+                Response::new(ResponseType::TooManyRequests)
+                    .with_uint_option(CoapOption::MaxAge, whole_seconds(wait)),
+            );
+        }
         self.register_if_new(request, &device);
         // 5. Critical options we do not recognise.
         if let Some(number) = codec::unrecognised_critical_option(packet, &[]) {
@@ -528,6 +545,7 @@ impl Endpoint {
             }
         }
         self.dedup.expire(now);
+        self.device_limiter.sweep(now);
     }
 
     /// The next instant [`handle_timeout`](Self::handle_timeout) has work.

@@ -22,7 +22,8 @@
 //!
 //! Every request runs through one pipeline, in the order spec.md §2.1 gives:
 //! decode (drop or RST) → duplicate check (replay) → device by source IP
-//! (4.01) → critical options (4.02) → path and method (4.04 / 4.05) →
+//! (4.01) → the device's rate limit (4.29 with Max-Age, where
+//! [`EndpointConfig::device_limit`] sets one) → critical options (4.02) → path and method (4.04 / 4.05) →
 //! resource validation (4.00, 4.13) → work (a publish: 2.04 after the broker
 //! confirmed, 5.02 / 5.04 otherwise; a store write for `/bootstrap`: 2.05
 //! once it is stored, 5.03 while the store cannot take it). Work that takes

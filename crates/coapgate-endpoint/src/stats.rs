@@ -23,6 +23,9 @@ pub struct EndpointStats {
     pub pings: u64,
     /// Duplicates answered from the cache or ignored.
     pub duplicates: u64,
+    /// Requests refused 4.29 Too Many Requests: over their device's rate
+    /// limit (also counted in `requests`).
+    pub rate_limited: u64,
     /// The deduplication cache.
     pub dedup: DedupStats,
     /// Publishes awaiting the broker now.

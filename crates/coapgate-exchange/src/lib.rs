@@ -1,5 +1,5 @@
 //! Sans-IO CoAP exchange state (RFC 7252 §4): everything about message IDs
-//! that needs remembering over time, and nothing else.
+//! and request rates that needs remembering over time, and nothing else.
 //!
 //! - [`TransmissionParams`]: the RFC 7252 §4.8 transmission parameters and
 //!   the lifetimes derived from them (EXCHANGE_LIFETIME 247 s, NON_LIFETIME
@@ -10,6 +10,8 @@
 //!   retransmitted with exponential back-off until acknowledged, reset, or
 //!   MAX_RETRANSMIT is reached.
 //! - [`MessageIds`]: the message-ID generator for messages we originate.
+//! - [`RateLimiter`]: one token bucket per key (a device, an address), for
+//!   4.29 Too Many Requests (RFC 8516) and the DTLS handshake limit.
 //!
 //! Nothing here reads a clock, a random source or a socket: every call takes
 //! `now: Instant`, random jitter is a parameter, and the caller sends bytes.
@@ -60,6 +62,7 @@ pub mod clock;
 mod dedup;
 mod mid;
 mod params;
+mod ratelimit;
 mod retransmit;
 
 #[cfg(feature = "serde")]
@@ -85,4 +88,5 @@ pub mod secs_f64 {
 pub use dedup::{DedupCache, DedupLimits, DedupStats, Lookup, MessageKind, Ticket};
 pub use mid::MessageIds;
 pub use params::{InvalidParam, TransmissionParams};
+pub use ratelimit::{DEFAULT_MAX_KEYS, InvalidRateLimit, RateLimit, RateLimiter, whole_seconds};
 pub use retransmit::{Retransmissions, RetransmitEvent};

@@ -66,6 +66,9 @@
 //! address is registered and ACTIVE (SIM-as-an-Identity: the PSK identity
 //! must match that device on every request anyway). Any other address gets
 //! no handshake slot, no `Ssl`, and no answer.
+//! An accepted address then passes the DTLS server's per-address handshake
+//! rate limit (`DtlsConfig::handshake_limit`), so only addresses of ACTIVE
+//! devices ever get a token bucket.
 
 #![forbid(unsafe_code)]
 

@@ -6,7 +6,8 @@
 //! `validate()`: `[coap]` into the engine's [`EndpointConfig`] (and the
 //! listener's own keys), `[coaps]` into [`DtlsConfig`] and the `/bootstrap`
 //! settings, `[mqtt]` into [`BridgeConfig`], the [`TopicTemplates`] and the
-//! [`PayloadFormat`]. The server restates none of those defaults. Every
+//! [`PayloadFormat`], `[limits]` into the engine's device limit and the
+//! DTLS server's handshake limit. The server restates none of those defaults. Every
 //! value is parsed into its type once, at load time; an unknown key, a value
 //! of the wrong type or out of range is a [`ConfigError`] that names the
 //! key (`mqtt.qos: must be 1 or 2 …`).
@@ -20,6 +21,7 @@ use std::time::Duration;
 use coapgate_bootstrap::{PskFormat, PskRecord};
 use coapgate_dtls::{DtlsConfig, DtlsError};
 use coapgate_endpoint::{EndpointConfig, PayloadFormat};
+use coapgate_exchange::RateLimit;
 use coapgate_model::{Device, DeviceStatus, Iccid, Imsi};
 use coapgate_mqtt::{BridgeConfig, BrokerUrl, MqttError, Password, TlsConfig};
 use coapgate_spool::SpoolConfig;
@@ -506,6 +508,43 @@ impl DeviceSeed {
     }
 }
 
+/// `[limits]` as written: rates per second (0 = off) and bucket sizes. Read
+/// into [`EndpointConfig::device_limit`] (`coap.engine.device_limit`) and
+/// [`DtlsConfig::handshake_limit`] (`coaps.dtls.handshake_limit`).
+#[derive(Debug, Deserialize)]
+#[serde(default)]
+struct Limits {
+    device_rate: f64,
+    device_burst: u32,
+    handshake_rate: f64,
+    handshake_burst: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            device_rate: 0.0,
+            device_burst: 10,
+            handshake_rate: 0.0,
+            handshake_burst: 5,
+        }
+    }
+}
+
+impl Limits {
+    /// (device limit, handshake limit); an error names the key.
+    fn parse(&self) -> Result<(RateLimit, RateLimit), ConfigError> {
+        let limit = |kind: &str, rate, burst| {
+            RateLimit::per_second(rate, burst)
+                .map_err(|e| ConfigError::new(format!("limits.{kind}_{}", e.field), e.reason))
+        };
+        Ok((
+            limit("device", self.device_rate, self.device_burst)?,
+            limit("handshake", self.handshake_rate, self.handshake_burst)?,
+        ))
+    }
+}
+
 fn active() -> DeviceStatus {
     DeviceStatus::Active
 }
@@ -643,10 +682,13 @@ impl TryFrom<toml::Table> for Config {
         let mut mqtt = file.section("mqtt")?;
         let mut store = file.section("store")?;
         let mut admin = file.section("admin")?;
+        let mut limits = file.section("limits")?;
         let devices = file.take_key("device")?.unwrap_or_default();
         file.finish()?;
 
+        let (device_limit, handshake_limit) = limits.take::<Limits>()?.parse()?;
         let mut engine: EndpointConfig = coap.take()?;
+        engine.device_limit = device_limit;
         engine.topics = mqtt.take::<TopicTemplates>()?;
         if let Some(format) = mqtt.take_key::<PayloadFormat>("payload")? {
             engine.payload_format = format;
@@ -664,7 +706,8 @@ impl TryFrom<toml::Table> for Config {
             std::env::var(MQTT_PASSWORD_ENV).ok(),
         )?;
         link.tls = tls_files.load(mqtt_keys.url.as_ref())?;
-        let dtls: DtlsConfig = coaps.take()?;
+        let mut dtls: DtlsConfig = coaps.take()?;
+        dtls.handshake_limit = handshake_limit;
 
         let config = Config {
             coap: CoapConfig {
@@ -680,7 +723,7 @@ impl TryFrom<toml::Table> for Config {
             admin: admin.take()?,
             devices,
         };
-        for section in [coap, coaps, mqtt, store, admin] {
+        for section in [coap, coaps, mqtt, store, admin, limits] {
             section.finish()?;
         }
         config.validate()?;

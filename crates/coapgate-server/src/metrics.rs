@@ -71,6 +71,21 @@ impl Collector for Snapshot {
                 ConstCounter::new(*value).encode(family.encode_family(&labels)?)?;
             }
         }
+        {
+            let kind = ConstCounter::new(0u64).metric_type();
+            let mut family = encoder.encode_descriptor(
+                "rate_limited",
+                "Refused for being over a [limits] rate: requests answered 4.29 (device) and DTLS handshakes dropped (handshake).",
+                None,
+                kind,
+            )?;
+            for (kind, value) in [
+                ("device", e.rate_limited),
+                ("handshake", self.dtls.handshakes_rate_limited),
+            ] {
+                ConstCounter::new(value).encode(family.encode_family(&[("kind", kind)])?)?;
+            }
+        }
         counter(
             &mut encoder,
             "dedup_hits",
@@ -335,6 +350,8 @@ mod tests {
         );
         snapshot.broker_connected = true;
         snapshot.store_up = true;
+        snapshot.engine.rate_limited = 4;
+        snapshot.dtls.handshakes_rate_limited = 2;
         let histogram = publish_histogram();
         histogram.observe(0.002);
         let text = render(snapshot, &histogram);
@@ -347,6 +364,8 @@ mod tests {
             "coapgate_outbox_depth 0",
             "coapgate_dtls_sessions 0",
             "coapgate_dtls_handshakes_total{result=\"ok\"} 0",
+            "coapgate_rate_limited_total{kind=\"device\"} 4",
+            "coapgate_rate_limited_total{kind=\"handshake\"} 2",
             "coapgate_mqtt_publish_seconds_count 1",
         ] {
             assert!(text.lines().any(|l| l == line), "{line} missing in\n{text}");

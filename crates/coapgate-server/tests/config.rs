@@ -79,6 +79,16 @@ mqtt.keep_alive = 65536                             => mqtt.keep_alive: at most 
 mqtt.keep_alive = -1                                => mqtt.keep_alive: negative
 mqtt.max_packet_size = 127                          => mqtt.max_packet_size: at least 128
 mqtt.client_id = ""                                 => mqtt.client_id: empty
+limits.device_rate = -1                             => limits.device_rate: must be 0 (off)
+limits.device_rate = nan                            => limits.device_rate: must be 0 (off)
+limits.handshake_rate = inf                         => limits.handshake_rate: must be 0 (off)
+limits.device_rate = 2000000                        => limits.device_rate: 1000000
+limits = { device_rate = 2.0, device_burst = 0 }    => limits.device_burst: from 1
+limits = { handshake_rate = 1, handshake_burst = 0 } => limits.handshake_burst: from 1
+limits.device_burst = -1                            => limits.device_burst: invalid value
+limits.device_rate = "2"                            => limits.device_rate: string
+limits.rate = 1                                     => limits.rate: unknown key
+limits = 5                                          => limits: table
 "#;
 
 #[test]
@@ -95,7 +105,7 @@ fn each_invalid_value_is_refused_naming_its_key() {
         assert!(!err.to_string().contains("secret"), "no secret: {err}");
         count += 1;
     }
-    assert_eq!(count, 62, "every line is a case");
+    assert_eq!(count, 72, "every line is a case");
     let twice = format!("{DEVICE}{}", DEVICE.replace("000\"", "001\""));
     assert_eq!(Config::from_toml(&twice).unwrap_err().key(), "device[1].ip");
 }
@@ -180,6 +190,26 @@ payload = "raw"
         !format!("{config:?}").contains("pw@"),
         "no password in Debug"
     );
+}
+
+#[test]
+fn limits_reach_the_engine_and_the_dtls_server() {
+    let config = Config::from_toml(
+        "[limits]\ndevice_rate = 2.0\ndevice_burst = 10\nhandshake_rate = 0.5\nhandshake_burst = 3\n",
+    )
+    .unwrap();
+    let device = config.coap.engine.device_limit;
+    assert_eq!((device.rate(), device.burst()), (2.0, 10));
+    let handshake = config.coaps.dtls.handshake_limit;
+    assert_eq!((handshake.rate(), handshake.burst()), (0.5, 3));
+    // Off by default, and a burst alone turns nothing on.
+    let config = Config::from_toml("[limits]\ndevice_burst = 3\n").unwrap();
+    assert!(config.coap.engine.device_limit.is_off());
+    assert!(config.coaps.dtls.handshake_limit.is_off());
+    // The defaults of the bursts: 10 and 5.
+    let config = Config::from_toml("[limits]\ndevice_rate = 1\nhandshake_rate = 1\n").unwrap();
+    assert_eq!(config.coap.engine.device_limit.burst(), 10);
+    assert_eq!(config.coaps.dtls.handshake_limit.burst(), 5);
 }
 
 #[test]

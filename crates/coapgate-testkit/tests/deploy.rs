@@ -68,6 +68,7 @@ const EXPORTED: &[(&str, Kind)] = &[
     ("spool_bytes", Gauge),
     ("spool_max_bytes", Gauge),
     ("spool_writable", Gauge),
+    ("rate_limited", Counter),
 ];
 
 /// What the dashboard must show (the operator's questions, docs/deployment.md).
@@ -408,6 +409,28 @@ fn the_example_configuration_loads_and_refuses_to_start_without_a_token() {
             .is_match(&with_token)
     );
     assert!(!config.mqtt.link.client_id.is_empty());
+
+    // Rate limits on, with the values docs/operations.md recommends.
+    let operations = read("docs/operations.md");
+    let recommended = operations
+        .split("```toml\n")
+        .find(|block| block.starts_with("[limits]"))
+        .and_then(|block| block.split("```").next())
+        .expect("a [limits] block in docs/operations.md");
+    let recommended = Config::from_toml(recommended).unwrap();
+    assert!(!config.coap.engine.device_limit.is_off());
+    assert!(!config.coaps.dtls.handshake_limit.is_off());
+    assert_eq!(
+        (
+            config.coap.engine.device_limit,
+            config.coaps.dtls.handshake_limit
+        ),
+        (
+            recommended.coap.engine.device_limit,
+            recommended.coaps.dtls.handshake_limit
+        ),
+        "deploy/coapgate.toml and docs/operations.md disagree"
+    );
 
     // The commented PostgreSQL line is a URL the parser accepts.
     let postgres = Regex::new(r#"(?m)^# (url = "postgres://[^"]+")$"#)
