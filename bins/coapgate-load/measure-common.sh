@@ -23,7 +23,8 @@ trap cleanup EXIT
 # any, the admin API on ADMIN_PORT (0: any), the in-memory store, the embedded broker or Mosquitto on MQTT_PORT,
 # and the devices of `coapgate-load --print-config ARGS…`), starts
 # Mosquitto when BROKER is `mosquitto` (MOSQUITTO_EXTRA: more lines for
-# mosquitto.conf), then a release `coapgate serve`.
+# mosquitto.conf; MQTT_EXTRA: more lines for [mqtt]), then a release
+# `coapgate serve` in $dir (so a relative spool_path lands there).
 start_coapgate() {
     local broker=$1 coap_port=$2 coaps_port=$3 mqtt_port=$4
     shift 4
@@ -34,6 +35,8 @@ start_coapgate() {
         else
             printf 'embedded_bind = "127.0.0.1:%s"\n' "$mqtt_port"
         fi
+        # MQTT_EXTRA: more [mqtt] lines, e.g. 'ack = "spool"'.
+        [[ -n ${MQTT_EXTRA:-} ]] && printf '%s\n' "$MQTT_EXTRA"
         "$bin/coapgate-load" --print-config "$@"
     } >"$dir/coapgate.toml"
     if [[ $broker == mosquitto ]]; then
@@ -43,7 +46,7 @@ start_coapgate() {
         broker_pid=$!
         sleep 0.5
     fi
-    RUST_LOG=warn "$bin/coapgate" serve --config "$dir/coapgate.toml" >"$dir/server.log" 2>&1 &
+    (cd "$dir" && RUST_LOG=warn exec "$bin/coapgate" serve --config "$dir/coapgate.toml" >"$dir/server.log" 2>&1) &
     server_pid=$!
 }
 

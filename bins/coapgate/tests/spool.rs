@@ -25,13 +25,22 @@ use common::exchange;
 const BIN: &str = env!("CARGO_BIN_EXE_coapgate");
 const DEVICES: u8 = 8;
 
-/// `COAPGATE_LONG_FAULTS=1`: forty times the traffic in each phase (a
-/// broker outage of about a minute; docs/reliability.md).
+/// `COAPGATE_LONG_FAULTS=1`: forty times the traffic in each phase, and
+/// each phase of the outage at least a minute long (docs/reliability.md).
+fn long() -> bool {
+    std::env::var_os("COAPGATE_LONG_FAULTS").is_some()
+}
+
 fn scale() -> usize {
-    if std::env::var_os("COAPGATE_LONG_FAULTS").is_some() {
-        40
+    if long() { 40 } else { 1 }
+}
+
+/// How long each phase of the outage lasts at least.
+fn phase() -> Duration {
+    if long() {
+        Duration::from_secs(60)
     } else {
-        1
+        Duration::ZERO
     }
 }
 
@@ -63,8 +72,10 @@ fn code_name(code: Option<u8>) -> String {
     )
 }
 
-/// Waits until the devices have had `more` further 2.04s (bounded).
+/// Waits until the devices have had `more` further 2.04s (bounded), and
+/// at least [`phase`].
 fn wait_answers(seen: &Seen, more: usize, what: &str) {
+    let started = Instant::now();
     let target = seen.answered.load(Ordering::Relaxed) + more;
     let start = Instant::now();
     while seen.answered.load(Ordering::Relaxed) < target
@@ -76,6 +87,9 @@ fn wait_answers(seen: &Seen, more: usize, what: &str) {
         seen.answered.load(Ordering::Relaxed) >= target,
         "{what}: the devices got too few 2.04s"
     );
+    if let Some(rest) = phase().checked_sub(started.elapsed()) {
+        std::thread::sleep(rest);
+    }
 }
 
 /// `/healthz` of the admin API on `port`, once it listens (bounded).
@@ -132,7 +146,8 @@ fn spool_mode_loses_no_acknowledged_message_through_a_broker_outage_and_kill_9()
                     .set_read_timeout(Some(Duration::from_millis(50)))
                     .unwrap();
                 socket.connect(("127.0.0.1", port)).unwrap();
-                let deadline = Instant::now() + Duration::from_secs(120) * scale() as u32;
+                let deadline =
+                    Instant::now() + Duration::from_secs(120) * scale() as u32 + 5 * phase();
                 let mut n: u16 = 0;
                 while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
                     let payload = format!("d{d}n{n}");
@@ -148,6 +163,12 @@ fn spool_mode_loses_no_acknowledged_message_through_a_broker_outage_and_kill_9()
                         seen.answered.fetch_add(1, Ordering::Relaxed);
                     }
                     n = n.wrapping_add(1);
+                    // Message IDs must not come round within the 247 s
+                    // EXCHANGE_LIFETIME (65 536 of them): at most ~100/s
+                    // per device in the long run.
+                    if long() {
+                        std::thread::sleep(Duration::from_millis(10));
+                    }
                 }
             })
         })
@@ -170,6 +191,7 @@ fn spool_mode_loses_no_acknowledged_message_through_a_broker_outage_and_kill_9()
     let server = start(&file);
     wait_answers(&seen, 200 * scale(), "restarted, broker still down");
 
+    let backlog = healthz(admin)["spool"]["messages"].as_u64().unwrap();
     broker.restart();
     let back = Instant::now();
     let outage_seconds = back.duration_since(outage).as_secs_f64();
@@ -229,7 +251,7 @@ fn spool_mode_loses_no_acknowledged_message_through_a_broker_outage_and_kill_9()
     eprintln!(
         "spool: lost 0 of {} acknowledged, {} duplicates at the subscriber, codes {codes:?}, \
          broker outage {outage_seconds:.1} s with a kill -9 inside it, \
-         spool empty at most {:.2} s after the broker was back (devices sending meanwhile)",
+         {backlog} held when it came back, spool empty at most {:.2} s later (devices sending meanwhile)",
         acknowledged.len(),
         duplicates,
         recovered.as_secs_f64()
