@@ -38,19 +38,29 @@ fn scale() -> usize {
 /// How long each phase of the outage lasts at least.
 fn phase() -> Duration {
     if long() {
-        Duration::from_secs(60)
+        let seconds = std::env::var("COAPGATE_FAULT_PHASE_SECONDS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(60);
+        Duration::from_secs(seconds)
     } else {
         Duration::ZERO
     }
 }
 
-fn start(config: &Path) -> Child {
+/// Starts the binary, its log appended to `log`.
+fn start(config: &Path, log: &Path) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .unwrap();
     Command::new(BIN)
         .args(["serve", "--config"])
         .arg(config)
         .env("RUST_LOG", "info")
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(log)
         .spawn()
         .unwrap()
 }
@@ -131,7 +141,8 @@ fn spool_mode_loses_no_acknowledged_message_through_a_broker_outage_and_kill_9()
     }
     let file = dir.join("coapgate.toml");
     std::fs::write(&file, config).unwrap();
-    let mut server = start(&file);
+    let log = dir.join("coapgate.log");
+    let mut server = start(&file, &log);
     let health = healthz(admin);
     assert_eq!(health["spool"]["messages"], 0, "{health}");
 
@@ -188,7 +199,7 @@ fn spool_mode_loses_no_acknowledged_message_through_a_broker_outage_and_kill_9()
     // kill -9 in the middle of the outage, and start again on the same spool.
     server.kill().unwrap();
     let _ = server.wait();
-    let server = start(&file);
+    let server = start(&file, &log);
     wait_answers(&seen, 200 * scale(), "restarted, broker still down");
 
     let backlog = healthz(admin)["spool"]["messages"].as_u64().unwrap();
@@ -205,7 +216,7 @@ fn spool_mode_loses_no_acknowledged_message_through_a_broker_outage_and_kill_9()
     let acknowledged = seen.acknowledged.lock().unwrap().clone();
     let start_wait = Instant::now();
     let mut at_broker: HashMap<String, usize> = HashMap::new();
-    while start_wait.elapsed() < Duration::from_secs(30) {
+    while start_wait.elapsed() < Duration::from_secs(30) * scale() as u32 {
         at_broker.clear();
         for m in sub.telemetry() {
             let v: serde_json::Value = serde_json::from_str(&m.payload).unwrap();
@@ -225,11 +236,21 @@ fn spool_mode_loses_no_acknowledged_message_through_a_broker_outage_and_kill_9()
         .iter()
         .filter(|p| !at_broker.contains_key(*p))
         .collect();
-    assert!(
-        missing.is_empty(),
-        "{} acknowledged with 2.04 but not at the broker: {missing:?}",
-        missing.len()
-    );
+    if !missing.is_empty() {
+        let mut sorted: Vec<&&String> = missing.iter().collect();
+        sorted.sort();
+        let log = std::fs::read_to_string(&log).unwrap_or_default();
+        let tail: Vec<&str> = log.lines().rev().take(40).collect();
+        panic!(
+            "{} acknowledged with 2.04 but not at the broker (first {:?}, last {:?}); \
+             /healthz now {}; server log (last lines, newest first):\n{}",
+            missing.len(),
+            sorted.first(),
+            sorted.last(),
+            healthz(admin),
+            tail.join("\n")
+        );
+    }
     let duplicates: usize = at_broker.values().map(|n| n - 1).sum();
     let start_wait = Instant::now();
     let mut health = healthz(admin);

@@ -95,8 +95,10 @@ impl SpoolFile {
     }
 
     /// Appends the messages in one transaction; durable when it returns
-    /// `Ok`. On error nothing of them is kept.
+    /// `Ok` (`synchronous = FULL`, set for every append since a removal
+    /// lowers it). On error nothing of them is kept.
     pub(crate) fn append(&mut self, messages: &[Stored]) -> rusqlite::Result<()> {
+        self.conn.pragma_update(None, "synchronous", "FULL")?;
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
@@ -113,7 +115,12 @@ impl SpoolFile {
     }
 
     /// Forgets the messages with these positions, in one transaction.
+    ///
+    /// Without an fsync of its own (`synchronous = NORMAL` for this commit):
+    /// a removal lost in a crash only means the broker gets that message
+    /// once more, and the next append's fsync makes it durable anyway.
     pub(crate) fn remove(&mut self, seqs: &[u64]) -> rusqlite::Result<()> {
+        self.conn.pragma_update(None, "synchronous", "NORMAL")?;
         let tx = self.conn.transaction()?;
         {
             let mut delete = tx.prepare_cached("DELETE FROM spool WHERE seq = ?1")?;

@@ -59,7 +59,17 @@ impl Forwarder {
             }
             tokio::select! {
                 event = self.bridge_events.recv(), if bridge_open => match event {
-                    Some(event) => self.on_bridge_event(event, &mut window, &mut connected),
+                    Some(event) => {
+                        self.on_bridge_event(event, &mut window, &mut connected);
+                        // Take what else is there in one go: one read of
+                        // the spool then refills for many confirmations.
+                        for _ in 0..self.window {
+                            let Ok(event) = self.bridge_events.try_recv() else {
+                                break;
+                            };
+                            self.on_bridge_event(event, &mut window, &mut connected);
+                        }
+                    }
                     None => bridge_open = false,
                 },
                 changed = self.written.changed() => {
@@ -73,13 +83,15 @@ impl Forwarder {
         self.finish(window).await;
     }
 
-    /// Reads more from the spool when the window has room and there is
-    /// something new; `true` when it read anything.
+    /// Reads more from the spool when the window is at most half full and
+    /// there is something new; `true` when it read anything. (Refilling
+    /// a message at a time would cost a round trip to the writer per
+    /// confirmation.)
     async fn fill(&mut self, window: &mut Window) -> bool {
-        let room = self.window.saturating_sub(window.entries.len());
-        if room == 0 || *self.written.borrow() <= window.cursor {
+        if window.entries.len() > self.window / 2 || *self.written.borrow() <= window.cursor {
             return false;
         }
+        let room = self.window - window.entries.len();
         let (reply, answer) = oneshot::channel();
         let read = Command::Read {
             after: window.cursor,

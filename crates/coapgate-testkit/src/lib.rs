@@ -270,9 +270,11 @@ impl Mosquitto {
     fn spawn(&mut self) {
         let conf = self.dir.join("mosquitto.conf");
         // As root, mosquitto would switch to user "mosquitto" and could not
-        // write its log here.
+        // write its log here. No cap on the messages queued for a slow
+        // subscriber (0): a spool forwarding a long outage's backlog
+        // outruns mosquitto_sub, and a capped queue drops the newest.
         let mut text = format!(
-            "listener {} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 100000\nuser root\nlog_dest file {}\n",
+            "listener {} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 0\nuser root\nlog_dest file {}\n",
             self.port,
             self.dir.join("mosquitto.log").display()
         );
