@@ -9,6 +9,8 @@
 //! - [`coap_client`]: libcoap's `coap-client-*` binaries, returning the
 //!   response code they got;
 //! - [`DelayProxy`]: a TCP proxy that makes a broker slow to answer;
+//! - [`LossyLink`]: a UDP proxy that drops, duplicates and reorders;
+//! - [`CoapDevice`]: a raw-UDP CoAP device retransmitting as RFC 7252 says;
 //! - [`Postgres`]: a throw-away PostgreSQL server on a free port, stoppable
 //!   and restartable with its data.
 //!
@@ -18,7 +20,14 @@
 #![forbid(unsafe_code)]
 #![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
 
+mod device;
+mod lossy;
 mod postgres;
+pub use device::{
+    CoapDevice, Outcome, code_text, dtls_client_hello, encode_request, hello_verify_cookie,
+    long_faults, rss_kib,
+};
+pub use lossy::{DirectionStats, Impairment, LossyLink};
 pub use postgres::{POSTGRES_PASSWORD, Postgres};
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -278,7 +287,7 @@ impl Mosquitto {
         );
         if self.persistent {
             text.push_str(&format!(
-                "persistence true\npersistence_location {}/\n",
+                "persistence true\npersistence_location {}/\nautosave_interval 1\n",
                 self.dir.display()
             ));
         }
@@ -409,6 +418,18 @@ impl MosquittoSub {
     /// Subscribes to `#` on 127.0.0.1:`port` with QoS 1 and returns once a
     /// probe published with `mosquitto_pub` came through (at most 10 s).
     pub fn start(port: u16, test: &str) -> Option<Self> {
+        Self::start_with(port, None, test)
+    }
+
+    /// Like [`start`](Self::start), with a persistent session: client id
+    /// `client_id`, clean session off (`-c`). The broker queues messages
+    /// for it while it is disconnected; `mosquitto_sub` reconnects by
+    /// itself after a broker restart.
+    pub fn start_session(port: u16, client_id: &str, test: &str) -> Option<Self> {
+        Self::start_with(port, Some(client_id), test)
+    }
+
+    fn start_with(port: u16, session: Option<&str>, test: &str) -> Option<Self> {
         let sub = require("mosquitto_sub", test)?;
         let publ = require("mosquitto_pub", test)?;
         let mut child = Command::new(sub)
@@ -423,6 +444,7 @@ impl MosquittoSub {
                 "-q",
                 "1",
             ])
+            .args(session.map(|id| ["-c", "-i", id]).into_iter().flatten())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
