@@ -777,16 +777,28 @@ pub struct CoapReply {
 /// installed outside CI.
 pub fn coap_client(client: &str, args: &[&str], test: &str) -> Option<CoapReply> {
     let binary = require(client, test)?;
-    Some(run_coap_client(&binary, args))
+    Some(run_coap_client(&binary, args, 10))
 }
 
-fn run_coap_client(binary: &Path, args: &[&str]) -> CoapReply {
+/// Like [`coap_client`], waiting up to `wait_secs` (`-B`) for the response
+/// instead of 10 s (a lossy link needs longer).
+pub fn coap_client_waiting(
+    client: &str,
+    args: &[&str],
+    wait_secs: u32,
+    test: &str,
+) -> Option<CoapReply> {
+    let binary = require(client, test)?;
+    Some(run_coap_client(&binary, args, wait_secs))
+}
+
+fn run_coap_client(binary: &Path, args: &[&str], wait_secs: u32) -> CoapReply {
     // libcoap logs PDUs on stdout and errors on stderr; the payload goes to
     // a file of its own so the two never mix.
     let dir = temp_dir("coap-client");
     let payload_file = dir.join("payload");
     let child = Command::new(binary)
-        .args(["-v", "6", "-B", "10", "-o"])
+        .args(["-v", "6", "-B", &wait_secs.to_string(), "-o"])
         .arg(&payload_file)
         .args(args)
         .stdin(Stdio::null())
@@ -794,7 +806,7 @@ fn run_coap_client(binary: &Path, args: &[&str]) -> CoapReply {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let out = wait_output(child, Duration::from_secs(20));
+    let out = wait_output(child, Duration::from_secs(u64::from(wait_secs) + 10));
     let log = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
