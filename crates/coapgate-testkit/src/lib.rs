@@ -730,10 +730,23 @@ pub fn http(
     token: Option<&str>,
     body: Option<&str>,
 ) -> (u16, String) {
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).unwrap();
+    try_http(method, addr, path, token, body)
+        .unwrap_or_else(|| panic!("{method} {path}: no HTTP response from {addr}"))
+}
+
+/// Like [`http`], `None` when the connection fails or no status came (a
+/// server being killed, in fault tests).
+pub fn try_http(
+    method: &str,
+    addr: std::net::SocketAddr,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&str>,
+) -> Option<(u16, String)> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).ok()?;
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
+        .ok()?;
     let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
     if let Some(token) = token {
         request.push_str(&format!("Authorization: Bearer {token}\r\n"));
@@ -743,20 +756,16 @@ pub fn http(
         request.push_str("Content-Type: application/json\r\n");
     }
     request.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
-    stream.write_all(request.as_bytes()).unwrap();
+    stream.write_all(request.as_bytes()).ok()?;
     let mut response = Vec::new();
     let _ = stream.read_to_end(&mut response);
     let text = String::from_utf8_lossy(&response).into_owned();
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("no HTTP status in {text:?}"));
+    let status = text.split_whitespace().nth(1)?.parse().ok()?;
     let body = text
         .split_once("\r\n\r\n")
         .map(|(_, b)| b.to_owned())
         .unwrap_or_default();
-    (status, body)
+    Some((status, body))
 }
 
 /// What a `coap-client` run got.
