@@ -158,7 +158,8 @@ fn churn_psk(k: usize) -> String {
     format!("churn-psk-{k:05}-0123456789")
 }
 
-const TEMPLATE: &str = r#"{"sense":[{"asset":"Temperature","value":{"byte":0,"bytelength":2,"type":"int"}}]}"#;
+const TEMPLATE: &str =
+    r#"{"sense":[{"asset":"Temperature","value":{"byte":0,"bytelength":2,"type":"int"}}]}"#;
 
 /// Admin changes one after another from change number `first` until
 /// `stop` or the API stops answering; the acknowledged ones.
@@ -477,7 +478,14 @@ fn a_full_disk_keeps_telemetry_and_refuses_bootstrap_with_5_03_until_it_recovers
     let slowest = outcomes.iter().map(|o| o.took).max().unwrap_or_default();
     let boot: Vec<String> = during
         .iter()
-        .map(|o| format!("{} Max-Age {:?} after {}", o.code_text(), o.max_age, secs(o.took)))
+        .map(|o| {
+            format!(
+                "{} Max-Age {:?} after {}",
+                o.code_text(),
+                o.max_age,
+                secs(o.took)
+            )
+        })
         .collect();
     eprintln!(
         "FAULT {test}: no file writes for {} (RLIMIT_FSIZE 0); known device's telemetry [{}] \

@@ -173,7 +173,11 @@ pub fn run_outages(
         "acknowledged but never at the subscriber: {:?}",
         d.lost
     );
-    assert!(d.unknown.is_empty(), "published, never sent: {:?}", d.unknown);
+    assert!(
+        d.unknown.is_empty(),
+        "published, never sent: {:?}",
+        d.unknown
+    );
     assert!(d.acknowledged > 0);
     // Every request got an answer: the devices never had to give up.
     assert_eq!(all.get("none"), None, "requests without any answer");

@@ -144,8 +144,8 @@ fn a_malformed_flood_at_10x_leaves_good_devices_answered_within_ack_timeout() {
         return;
     };
     let devices = 8;
-    let server = BackgroundServer::start(fleet_config(devices, &broker.url(), "sqlite::memory:"))
-        .unwrap();
+    let server =
+        BackgroundServer::start(fleet_config(devices, &broker.url(), "sqlite::memory:")).unwrap();
     let coap = server.coap_addr();
     let shape = LoadShape {
         devices,
@@ -346,7 +346,8 @@ fn a_handshake_flood_leaves_a_device_its_handshake_and_keeps_half_open_state_cap
                         let Ok(s) = UdpSocket::bind((device_ip(d).as_str(), 0)) else {
                             continue;
                         };
-                        s.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+                        s.set_read_timeout(Some(Duration::from_millis(200)))
+                            .unwrap();
                         let random: [u8; 32] = rng.random();
                         let _ = s.send_to(&dtls_client_hello(&random, &[], 0, 0), coaps);
                         let Ok((n, _)) = s.recv_from(&mut buf) else {
@@ -381,7 +382,10 @@ fn a_handshake_flood_leaves_a_device_its_handshake_and_keeps_half_open_state_cap
         &server,
         "coapgate_dtls_handshakes_total{result=\"refused_over_cap\"}",
     );
-    let refused = metric(&server, "coapgate_dtls_handshakes_total{result=\"refused\"}");
+    let refused = metric(
+        &server,
+        "coapgate_dtls_handshakes_total{result=\"refused\"}",
+    );
     let cookies = metric(&server, "coapgate_dtls_cookies_sent_total");
     eprintln!(
         "FAULT {test}: {stateless_sent} ClientHellos from 200 sockets of non-device addresses \
@@ -399,7 +403,10 @@ fn a_handshake_flood_leaves_a_device_its_handshake_and_keeps_half_open_state_cap
         slowest(&phase2),
     );
     assert!(half_open_max <= cap as u64, "{half_open_max} half-open");
-    assert!(refused > 0, "cookie-bearing hellos from no device's address");
+    assert!(
+        refused > 0,
+        "cookie-bearing hellos from no device's address"
+    );
     assert!(over_cap > 0, "the abandoned handshakes reached the cap");
     // Flooders at addresses no device has cost nothing: every attempt of
     // the legitimate device succeeds.

@@ -94,7 +94,11 @@ fn plain_coap_over_a_30_percent_lossy_link_publishes_each_acknowledged_message_o
         show(&codes(&records)),
         link_line(&link),
     );
-    assert!(d.lost.is_empty(), "acknowledged, not published: {:?}", d.lost);
+    assert!(
+        d.lost.is_empty(),
+        "acknowledged, not published: {:?}",
+        d.lost
+    );
     assert_eq!(d.duplicates, 0, "published more than once");
     assert!(d.unknown.is_empty());
     assert!(
@@ -205,7 +209,11 @@ fn dtls_over_a_30_percent_lossy_link_publishes_each_acknowledged_message_once() 
         show(&codes(&records)),
         link_line(&link),
     );
-    assert!(d.lost.is_empty(), "acknowledged, not published: {:?}", d.lost);
+    assert!(
+        d.lost.is_empty(),
+        "acknowledged, not published: {:?}",
+        d.lost
+    );
     assert_eq!(d.duplicates, 0, "published more than once");
     assert!(d.unknown.is_empty());
     assert!(

@@ -209,7 +209,11 @@ mod tests {
             let error = failure(code).context("write").unwrap_err();
             assert!(error.is_transient(), "{code}: {error:?}");
         }
-        for code in [ffi::SQLITE_CONSTRAINT, ffi::SQLITE_CORRUPT, ffi::SQLITE_MISUSE] {
+        for code in [
+            ffi::SQLITE_CONSTRAINT,
+            ffi::SQLITE_CORRUPT,
+            ffi::SQLITE_MISUSE,
+        ] {
             let error = failure(code).context("write").unwrap_err();
             assert!(!error.is_transient(), "{code}: {error:?}");
         }

@@ -68,8 +68,8 @@ fn parse(bytes: &[u8]) -> Option<Parsed> {
                     v
                 }
                 14 => {
-                    let v = u32::from(u16::from_be_bytes([*bytes.get(at)?, *bytes.get(at + 1)?]))
-                        + 269;
+                    let v =
+                        u32::from(u16::from_be_bytes([*bytes.get(at)?, *bytes.get(at + 1)?])) + 269;
                     at += 2;
                     v
                 }

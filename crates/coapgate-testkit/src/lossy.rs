@@ -177,23 +177,22 @@ impl LossyLink {
                 let received = f.recv_from(&mut buf);
                 let mut flows = fl.lock().unwrap();
                 if let Ok((n, from)) = received {
-                    if !flows.contains_key(&from) {
-                        let Ok(upstream) = UdpSocket::bind((from.ip(), 0)) else {
-                            continue;
-                        };
-                        if upstream.connect(server).is_err() {
-                            continue;
+                    let flow = match flows.entry(from) {
+                        std::collections::hash_map::Entry::Occupied(e) => Some(e.into_mut()),
+                        std::collections::hash_map::Entry::Vacant(e) => {
+                            UdpSocket::bind((from.ip(), 0))
+                                .ok()
+                                .filter(|s| s.connect(server).is_ok())
+                                .map(|upstream| {
+                                    next_flow += 1;
+                                    e.insert(Flow {
+                                        upstream,
+                                        shaper: Shaper::new(imp, next_flow, 1),
+                                    })
+                                })
                         }
-                        next_flow += 1;
-                        flows.insert(
-                            from,
-                            Flow {
-                                upstream,
-                                shaper: Shaper::new(imp, next_flow, 1),
-                            },
-                        );
-                    }
-                    if let Some(flow) = flows.get_mut(&from) {
+                    };
+                    if let Some(flow) = flow {
                         let socket = &flow.upstream;
                         flow.shaper.datagram(&buf[..n], &u, &mut |b| {
                             let _ = socket.send(b);

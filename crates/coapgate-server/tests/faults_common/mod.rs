@@ -21,7 +21,8 @@ use coapgate_testkit::{CoapDevice, Message, code_text};
 /// One fault test at a time in this binary.
 pub fn serial() -> MutexGuard<'static, ()> {
     static LOCK: Mutex<()> = Mutex::new(());
-    LOCK.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    LOCK.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Device `d`'s ICCID.
