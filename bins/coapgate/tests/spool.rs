@@ -119,7 +119,7 @@ fn spool_mode_loses_no_acknowledged_message_through_a_broker_outage_and_kill_9()
     let Some(mut broker) = Mosquitto::start_persistent(test) else {
         return;
     };
-    let Some(sub) = MosquittoSub::start_persistent(broker.port, "spool-kill-sub", test) else {
+    let Some(sub) = MosquittoSub::start_session(broker.port, "spool-kill-sub", test) else {
         return;
     };
     let dir = temp_dir("spool-kill");

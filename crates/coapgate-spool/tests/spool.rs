@@ -140,7 +140,7 @@ async fn the_spool_takes_messages_while_the_broker_is_down_and_forwards_them_whe
     let Some(mut mosq) = Mosquitto::start_persistent(test) else {
         return;
     };
-    let Some(sub) = MosquittoSub::start_persistent(mosq.port, "spool-outage-sub", test) else {
+    let Some(sub) = MosquittoSub::start_session(mosq.port, "spool-outage-sub", test) else {
         return;
     };
     let dir = dir("outage");
@@ -275,7 +275,7 @@ async fn a_backlog_of_20_000_drains_in_order_once_the_broker_is_back() {
     let Some(mut mosq) = Mosquitto::start_persistent(test) else {
         return;
     };
-    let Some(sub) = MosquittoSub::start_persistent(mosq.port, "spool-backlog-sub", test) else {
+    let Some(sub) = MosquittoSub::start_session(mosq.port, "spool-backlog-sub", test) else {
         return;
     };
     mosq.stop();

@@ -108,7 +108,9 @@ pub enum StoreError {
         reason: String,
     },
     /// The database stayed locked or busy (another process or connection
-    /// holds a write lock) for [`BUSY_TIMEOUT`](crate::BUSY_TIMEOUT), or
+    /// holds a write lock) for [`BUSY_TIMEOUT`](crate::BUSY_TIMEOUT), its
+    /// disk could not take the write (SQLite: full, an I/O error, the file
+    /// read-only or unopenable), or
     /// cannot be reached (PostgreSQL: connection refused or lost, every
     /// pooled connection in use for [`BUSY_TIMEOUT`](crate::BUSY_TIMEOUT), a
     /// lock or statement timeout, a serialization failure or deadlock, the
@@ -142,9 +144,21 @@ pub(crate) trait Context<T> {
 impl<T> Context<T> for Result<T, rusqlite::Error> {
     fn context(self, context: &'static str) -> Result<T, StoreError> {
         self.map_err(|source| {
+            // Busy or locked, and a disk that cannot take a write now
+            // (full, an I/O error, the file system read-only, the file
+            // unopenable): the same call may succeed once the disk
+            // recovers, so the device is told to come back (5.03), not
+            // that coapgate failed (5.00).
             let busy = matches!(
                 source.sqlite_error_code(),
-                Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+                Some(
+                    rusqlite::ErrorCode::DatabaseBusy
+                        | rusqlite::ErrorCode::DatabaseLocked
+                        | rusqlite::ErrorCode::DiskFull
+                        | rusqlite::ErrorCode::SystemIoFailure
+                        | rusqlite::ErrorCode::ReadOnly
+                        | rusqlite::ErrorCode::CannotOpen
+                )
             );
             let source = Box::new(source);
             if busy {
@@ -166,6 +180,42 @@ impl StoreError {
             #[cfg(feature = "postgres")]
             StoreError::Connect { source, .. } => crate::postgres::is_transient_source(source),
             _ => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn failure(code: std::ffi::c_int) -> Result<(), rusqlite::Error> {
+        Err(rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(code),
+            None,
+        ))
+    }
+
+    #[test]
+    fn a_disk_that_cannot_take_a_write_is_transient_other_failures_are_not() {
+        use rusqlite::ffi;
+        for code in [
+            ffi::SQLITE_BUSY,
+            ffi::SQLITE_LOCKED,
+            ffi::SQLITE_FULL,
+            ffi::SQLITE_IOERR_WRITE,
+            ffi::SQLITE_READONLY,
+            ffi::SQLITE_CANTOPEN,
+        ] {
+            let error = failure(code).context("write").unwrap_err();
+            assert!(error.is_transient(), "{code}: {error:?}");
+        }
+        for code in [
+            ffi::SQLITE_CONSTRAINT,
+            ffi::SQLITE_CORRUPT,
+            ffi::SQLITE_MISUSE,
+        ] {
+            let error = failure(code).context("write").unwrap_err();
+            assert!(!error.is_transient(), "{code}: {error:?}");
         }
     }
 }

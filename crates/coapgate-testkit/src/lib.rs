@@ -9,6 +9,8 @@
 //! - [`coap_client`]: libcoap's `coap-client-*` binaries, returning the
 //!   response code they got;
 //! - [`DelayProxy`]: a TCP proxy that makes a broker slow to answer;
+//! - [`LossyLink`]: a UDP proxy that drops, duplicates and reorders;
+//! - [`CoapDevice`]: a raw-UDP CoAP device retransmitting as RFC 7252 says;
 //! - [`Postgres`]: a throw-away PostgreSQL server on a free port, stoppable
 //!   and restartable with its data.
 //!
@@ -18,7 +20,14 @@
 #![forbid(unsafe_code)]
 #![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
 
+mod device;
+mod lossy;
 mod postgres;
+pub use device::{
+    CoapDevice, Outcome, code_text, dtls_client_hello, encode_request, hello_verify_cookie,
+    long_faults, rss_kib,
+};
+pub use lossy::{DirectionStats, Impairment, LossyLink};
 pub use postgres::{POSTGRES_PASSWORD, Postgres};
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -280,7 +289,7 @@ impl Mosquitto {
         );
         if self.persistent {
             text.push_str(&format!(
-                "persistence true\npersistence_location {}/\n",
+                "persistence true\npersistence_location {}/\nautosave_interval 1\n",
                 self.dir.display()
             ));
         }
@@ -414,34 +423,30 @@ impl MosquittoSub {
         Self::start_with(port, None, test)
     }
 
-    /// Like [`start`](Self::start), with a persistent session (clean
-    /// session off) under `client_id`: a broker started with
-    /// [`Mosquitto::start_persistent`] keeps queuing for it across its own
-    /// graceful restarts and while `mosquitto_sub` reconnects.
-    pub fn start_persistent(port: u16, client_id: &str, test: &str) -> Option<Self> {
+    /// Like [`start`](Self::start), with a persistent session: client id
+    /// `client_id`, clean session off (`-c`). The broker queues messages
+    /// for it while it is disconnected; `mosquitto_sub` reconnects by
+    /// itself after a broker restart.
+    pub fn start_session(port: u16, client_id: &str, test: &str) -> Option<Self> {
         Self::start_with(port, Some(client_id), test)
     }
 
     fn start_with(port: u16, session: Option<&str>, test: &str) -> Option<Self> {
         let sub = require("mosquitto_sub", test)?;
         let publ = require("mosquitto_pub", test)?;
-        let port_arg = port.to_string();
-        let mut args = vec![
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &port_arg,
-            "-t",
-            "#",
-            "-v",
-            "-q",
-            "1",
-        ];
-        if let Some(id) = session {
-            args.extend(["-c", "-i", id]);
-        }
         let mut child = Command::new(sub)
-            .args(&args)
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+                "-t",
+                "#",
+                "-v",
+                "-q",
+                "1",
+            ])
+            .args(session.map(|id| ["-c", "-i", id]).into_iter().flatten())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -727,10 +732,23 @@ pub fn http(
     token: Option<&str>,
     body: Option<&str>,
 ) -> (u16, String) {
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).unwrap();
+    try_http(method, addr, path, token, body)
+        .unwrap_or_else(|| panic!("{method} {path}: no HTTP response from {addr}"))
+}
+
+/// Like [`http`], `None` when the connection fails or no status came (a
+/// server being killed, in fault tests).
+pub fn try_http(
+    method: &str,
+    addr: std::net::SocketAddr,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&str>,
+) -> Option<(u16, String)> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).ok()?;
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
+        .ok()?;
     let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
     if let Some(token) = token {
         request.push_str(&format!("Authorization: Bearer {token}\r\n"));
@@ -740,20 +758,16 @@ pub fn http(
         request.push_str("Content-Type: application/json\r\n");
     }
     request.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
-    stream.write_all(request.as_bytes()).unwrap();
+    stream.write_all(request.as_bytes()).ok()?;
     let mut response = Vec::new();
     let _ = stream.read_to_end(&mut response);
     let text = String::from_utf8_lossy(&response).into_owned();
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("no HTTP status in {text:?}"));
+    let status = text.split_whitespace().nth(1)?.parse().ok()?;
     let body = text
         .split_once("\r\n\r\n")
         .map(|(_, b)| b.to_owned())
         .unwrap_or_default();
-    (status, body)
+    Some((status, body))
 }
 
 /// What a `coap-client` run got.
@@ -774,16 +788,28 @@ pub struct CoapReply {
 /// installed outside CI.
 pub fn coap_client(client: &str, args: &[&str], test: &str) -> Option<CoapReply> {
     let binary = require(client, test)?;
-    Some(run_coap_client(&binary, args))
+    Some(run_coap_client(&binary, args, 10))
 }
 
-fn run_coap_client(binary: &Path, args: &[&str]) -> CoapReply {
+/// Like [`coap_client`], waiting up to `wait_secs` (`-B`) for the response
+/// instead of 10 s (a lossy link needs longer).
+pub fn coap_client_waiting(
+    client: &str,
+    args: &[&str],
+    wait_secs: u32,
+    test: &str,
+) -> Option<CoapReply> {
+    let binary = require(client, test)?;
+    Some(run_coap_client(&binary, args, wait_secs))
+}
+
+fn run_coap_client(binary: &Path, args: &[&str], wait_secs: u32) -> CoapReply {
     // libcoap logs PDUs on stdout and errors on stderr; the payload goes to
     // a file of its own so the two never mix.
     let dir = temp_dir("coap-client");
     let payload_file = dir.join("payload");
     let child = Command::new(binary)
-        .args(["-v", "6", "-B", "10", "-o"])
+        .args(["-v", "6", "-B", &wait_secs.to_string(), "-o"])
         .arg(&payload_file)
         .args(args)
         .stdin(Stdio::null())
@@ -791,7 +817,7 @@ fn run_coap_client(binary: &Path, args: &[&str]) -> CoapReply {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let out = wait_output(child, Duration::from_secs(20));
+    let out = wait_output(child, Duration::from_secs(u64::from(wait_secs) + 10));
     let log = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
