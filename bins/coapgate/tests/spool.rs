@@ -48,21 +48,50 @@ fn phase() -> Duration {
     }
 }
 
+/// The running binary; killed when the test ends early (a failed
+/// assertion), so no server outlives its test.
+struct Running(Option<Child>);
+
+impl Running {
+    /// SIGKILL, and reap it.
+    fn kill9(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            child.kill().unwrap();
+            let _ = child.wait();
+        }
+    }
+
+    fn into_child(mut self) -> Child {
+        self.0.take().unwrap()
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(child) = self.0.as_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
 /// Starts the binary, its log appended to `log`.
-fn start(config: &Path, log: &Path) -> Child {
+fn start(config: &Path, log: &Path) -> Running {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(log)
         .unwrap();
-    Command::new(BIN)
-        .args(["serve", "--config"])
-        .arg(config)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap()
+    Running(Some(
+        Command::new(BIN)
+            .args(["serve", "--config"])
+            .arg(config)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    ))
 }
 
 /// What the devices saw, shared with the test.
@@ -197,8 +226,7 @@ fn spool_mode_loses_no_acknowledged_message_through_a_broker_outage_and_kill_9()
     );
 
     // kill -9 in the middle of the outage, and start again on the same spool.
-    server.kill().unwrap();
-    let _ = server.wait();
+    server.kill9();
     let server = start(&file, &log);
     wait_answers(&seen, 200 * scale(), "restarted, broker still down");
 
@@ -277,6 +305,7 @@ fn spool_mode_loses_no_acknowledged_message_through_a_broker_outage_and_kill_9()
         duplicates,
         recovered.as_secs_f64()
     );
+    let server = server.into_child();
     Command::new("kill")
         .args(["-TERM", &server.id().to_string()])
         .status()
