@@ -952,40 +952,6 @@ psk = "psk-secret-1"
     }
 
     #[test]
-    fn the_spec_example_parses() {
-        let c = Config::from_toml(
-            r#"
-[coap]
-bind = "0.0.0.0:5683"
-[coaps]
-bind = "0.0.0.0:5684"
-public_url = "coaps://coap.example.com:5684"
-[mqtt]
-url = "mqtt://127.0.0.1:1883"
-[store]
-url = "sqlite://coapgate.db"
-[admin]
-bind = "127.0.0.1:8080"
-token = "change-me"
-
-[[device]]
-iccid = "8988280666000000000"
-imsi = "901405100000000"
-ip = "127.0.0.1"
-status = "ACTIVE"
-"#,
-        )
-        .unwrap();
-        assert_eq!(c.devices.len(), 1);
-        let url = c.mqtt.url.as_ref().unwrap();
-        assert_eq!((url.host(), url.port()), ("127.0.0.1", 1883));
-        assert_eq!(
-            c.coap.engine.bootstrap.coaps_url.as_str(),
-            "coaps://coap.example.com:5684"
-        );
-    }
-
-    #[test]
     fn an_empty_file_is_all_defaults() {
         let c = Config::from_toml("").unwrap();
         assert_eq!(c.coap.bind, "[::]:5683".parse().unwrap());

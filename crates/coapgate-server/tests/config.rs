@@ -489,3 +489,26 @@ fn a_seed_that_cannot_be_stored_stores_nothing() {
     assert_eq!(store.devices(1, 10).unwrap(), vec![holder]);
     assert!(store.psk_keys().key("8988280666000000000").is_none());
 }
+
+/// The example configuration in docs/spec.md §7 is read from the document
+/// itself, so the two cannot drift apart.
+#[test]
+fn the_spec_example_parses() {
+    let spec = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/spec.md"))
+        .expect("docs/spec.md");
+    let examples: Vec<&str> = spec
+        .split("```toml\n")
+        .skip(1)
+        .filter_map(|rest| rest.split_once("\n```").map(|(block, _)| block))
+        .collect();
+    assert_eq!(examples.len(), 1, "docs/spec.md has one TOML example");
+    let c = Config::from_toml(examples[0]).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(c.devices.len(), 1);
+    let url = c.mqtt.url.as_ref().unwrap();
+    assert_eq!((url.host(), url.port()), ("127.0.0.1", 1883));
+    assert_eq!(c.mqtt.ack, coapgate_server::AckMode::Broker);
+    assert_eq!(
+        c.coap.engine.bootstrap.coaps_url.as_str(),
+        "coaps://coap.example.com:5684"
+    );
+}
