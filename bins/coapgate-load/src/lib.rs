@@ -62,6 +62,8 @@
 //! - `report`: the counters and the [`Report`]; `percentiles`: latency
 //!   percentiles; `procfs`: the server's CPU and memory from `/proc`.
 //! - `error`: [`LoadError`] and why a handshake failed.
+//! - `floor`: [`serve_floor`], the least a CoAP server can do per request,
+//!   the reference the benchmark measures every server against.
 
 #![forbid(unsafe_code)]
 
@@ -70,6 +72,7 @@ mod config;
 mod devices;
 mod dtls;
 mod error;
+mod floor;
 mod percentiles;
 mod procfs;
 mod report;
@@ -85,6 +88,7 @@ pub use devices::{
 };
 pub use dtls::{DEFAULT_CIPHER, DtlsOptions};
 pub use error::LoadError;
+pub use floor::{answer as floor_answer, serve_floor};
 pub use procfs::ProcSample;
 pub use report::Report;
 pub use run::run;

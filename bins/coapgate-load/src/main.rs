@@ -8,6 +8,8 @@
 //! coapgate-load --print-config --dtls --devices 50 > devices.toml  # with psk = "…"
 //! coapgate-load --dtls --target 127.0.0.1:5684 --devices 50 --handshakes 5000
 //! coapgate-load --dtls --target 127.0.0.1:5684 --devices 50 --concurrency 4 --requests 20000
+//!
+//! coapgate-load --floor 127.0.0.1:5683   # the benchmark's reference server
 //! ```
 //!
 //! See the library ([`coapgate_load`]) for what a simulated device does.
@@ -97,10 +99,21 @@ struct Cli {
     /// per request and its memory with the sessions open (from /proc).
     #[arg(long)]
     server_pid: Option<u32>,
+    /// Serve the floor on this address instead of generating load: an ACK
+    /// 2.04 for every CON request, one recv and one send each (the
+    /// benchmark's reference; runs until killed).
+    #[arg(long, conflicts_with_all = ["print_config", "dtls"])]
+    floor: Option<SocketAddr>,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(addr) = cli.floor {
+        return match coapgate_load::serve_floor(addr) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => fail(&format!("floor on {addr}: {error}")),
+        };
+    }
     if cli.print_config {
         let text = if cli.dtls {
             coapgate_load::dtls_device_config(cli.devices, cli.psk.as_deref())
