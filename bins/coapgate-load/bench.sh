@@ -51,8 +51,11 @@ pin_gen=(taskset -c "$gen_cpus")
 
 # Stops this run's server and broker and forgets them.
 stop_servers() {
-    [[ -n $server_pid ]] && kill "$server_pid" 2>/dev/null && wait "$server_pid" 2>/dev/null
-    [[ -n $broker_pid ]] && kill "$broker_pid" 2>/dev/null && wait "$broker_pid" 2>/dev/null
+    local pid
+    for pid in $server_pid $broker_pid; do
+        kill "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    done
     server_pid= broker_pid=
     return 0
 }

@@ -13,17 +13,26 @@ use std::net::{SocketAddr, UdpSocket};
 
 /// CoAP version 1, type ACK, token length 0 — the token length is or'ed in.
 const ACK: u8 = 0b0110_0000;
+/// CoAP version 1, type RST, token length 0.
+const RST: u8 = 0b0111_0000;
 /// 2.04 Changed.
 const CHANGED: u8 = 0x44;
 
 /// The answer to one datagram, written into `out`: `Some(len)` for a CON
-/// request with a well-formed header, `None` for anything else (which the
-/// floor ignores, as a real server would answer it with at most a RST).
+/// request with a well-formed header, and a RST for a CoAP ping (an empty
+/// CON, which the benchmark uses to see that a server is up); `None` for
+/// anything else.
 pub fn answer(datagram: &[u8], out: &mut [u8; 12]) -> Option<usize> {
     let (&first, rest) = datagram.split_first()?;
     let token_len = usize::from(first & 0x0f);
     let is_con_v1 = first >> 4 == 0b0100;
     let code = *rest.first()?;
+    if is_con_v1 && code == 0 && datagram.len() == 4 {
+        out[0] = RST;
+        out[1] = 0;
+        out[2..4].copy_from_slice(datagram.get(2..4)?);
+        return Some(4);
+    }
     let is_request = (1..=31).contains(&code);
     if !is_con_v1 || !is_request || token_len > 8 {
         return None;
@@ -66,12 +75,19 @@ mod tests {
     }
 
     #[test]
+    fn a_ping_gets_a_rst() {
+        let mut out = [0u8; 12];
+        let len = answer(&[0x40, 0x00, 0xbe, 0xef], &mut out).expect("a RST");
+        assert_eq!(&out[..len], &[0x70, 0x00, 0xbe, 0xef]);
+    }
+
+    #[test]
     fn anything_else_gets_nothing() {
         let mut out = [0u8; 12];
         for datagram in [
             &[][..],
             &[0x40],
-            &[0x40, 0x00, 0, 1],             // an empty CON (ping)
+            &[0x40, 0x00, 0, 1, 0xff],       // an empty CON with a payload
             &[0x50, 0x02, 0, 1],             // NON
             &[0x60, 0x44, 0, 1],             // ACK
             &[0x49, 0x02, 0, 1, 1, 2, 3, 4], // token length 9
