@@ -38,7 +38,7 @@ coap.transmission.ack_timeout = 0                   => coap.transmission.ack_tim
 coap.transmission.ack_random_factor = 0.5           => coap.transmission.ack_random_factor: 1.0
 coap.transmission.max_retransmit = 21               => coap.transmission.max_retransmit: 20
 coap.dedup.max_entries = 0                          => coap.dedup.max_entries: at least 1
-coap.dedup.max_bytes = 10                           => coap.dedup.max_bytes: at least 256
+coap.dedup.max_bytes = 10                           => coap.dedup.max_bytes: at least 64
 coaps.regenerate_psk_after = -5                     => coaps.regenerate_psk_after: negative
 mqtt.connect_timeout = inf                          => mqtt.connect_timeout: too big
 mqtt.topic = "a/#"                                  => mqtt.topic: '#'
