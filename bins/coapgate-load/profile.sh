@@ -3,7 +3,9 @@
 # plain load (docs/performance.md, "Where the time goes"): `perf record`
 # on the server only, sampling its CPU clock, while `coapgate-load` drives
 # it, then the top entries of `perf report` by self time, and the same
-# grouped by shared object (kernel, libc, coapgate).
+# grouped by shared object (kernel, libc, coapgate); then a second run of
+# the same load under `perf stat` on the syscall tracepoints, for the
+# server's system calls per answer by kind.
 #
 #   cargo build --release -p coapgate -p coapgate-load
 #   bins/coapgate-load/profile.sh [mosquitto|embedded] [DEVICES] [CONCURRENCY] [SECONDS]
@@ -49,11 +51,33 @@ report() {
 }
 report --sort symbol --percent-limit 0.8 >"$out/symbols.txt"
 report --sort dso >"$out/dso.txt"
-python3 - "$out/report.json" <<'EOF'
+# The second run: system calls by kind (no sampling, so the counts are
+# exact and the run is not slowed by the profiler).
+calls=(recvfrom recvmsg recvmmsg sendto sendmsg sendmmsg read write writev epoll_wait futex)
+events=$(printf 'syscalls:sys_enter_%s,' "${calls[@]}")raw_syscalls:sys_enter
+perf stat -x, -e "$events" -p "$server_pid" -o "$out/syscalls.csv" -- sleep "$seconds" &
+stat_pid=$!
+taskset -c "$gen_cpus" "$bin/coapgate-load" --target "127.0.0.1:$coap_port" --devices "$devices" \
+    --concurrency "$concurrency" --requests 100000000 --payload-size 64 \
+    --server-pid "$server_pid" --duration "$seconds" --json >"$out/report-syscalls.json"
+wait "$stat_pid" || true
+
+python3 - "$out/report.json" "$out/report-syscalls.json" "$out/syscalls.csv" <<'EOF'
 import json, sys
 r = json.load(open(sys.argv[1]))
-print(f'load: {r["answered"]} answered, {r["throughput_per_s"]:.0f}/s, '
+print(f'load (profiled): {r["answered"]} answered, {r["throughput_per_s"]:.0f}/s, '
       f'server {r["server"]["cpu_us_per_request"]:.1f} µs CPU per answer, p99 {r["latency_us"]["p99"]} µs')
+r = json.load(open(sys.argv[2]))
+answered = max(r["answered"], 1)
+print(f'load (counted):  {r["answered"]} answered, {r["throughput_per_s"]:.0f}/s, '
+      f'server {r["server"]["cpu_us_per_request"]:.1f} µs CPU per answer')
+counts = []
+for line in open(sys.argv[3]):
+    fields = line.strip().split(",")
+    if len(fields) > 2 and fields[0].replace(".", "").isdigit():
+        name = fields[2].replace("syscalls:sys_enter_", "").replace("raw_syscalls:sys_enter", "all")
+        counts.append((name, int(float(fields[0]))))
+print("system calls per answer: " + ", ".join(f"{n} {c / answered:.2f}" for n, c in counts if c))
 EOF
 echo "== by shared object"
 head -12 "$out/dso.txt"
