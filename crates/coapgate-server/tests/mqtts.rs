@@ -113,6 +113,8 @@ fn healthz_waits_for_the_first_broker_connection_then_stays_ready() {
     let mut config = config(Some(broker.url()));
     config.mqtt.connect_timeout = Duration::from_millis(300);
     config.mqtt.link.reconnect_delay_max = Duration::from_millis(300);
+    // A publish caught by the outage gives up within 2 s, not 10.
+    config.coap.engine.publish_timeout = Duration::from_secs(2);
     let server = start(config);
     assert_eq!(healthz(&server), 503, "the broker has never been reached");
 
@@ -127,18 +129,33 @@ fn healthz_waits_for_the_first_broker_connection_then_stays_ready() {
     assert_eq!(code, "2.04");
 
     // A later outage: devices get 5.02, readiness stays (the broker is
-    // shared by every instance; coapgate_broker_connected shows it).
+    // shared by every instance; coapgate_broker_connected shows it). A
+    // request whose publish went out before the bridge saw the connection
+    // drop waits for it and gets 5.04 at `publish_timeout` (spec.md §2.2);
+    // on a busy machine that can be the first one or two.
     broker.kill();
     let start = Instant::now();
-    let mut code = String::new();
-    while start.elapsed() < Duration::from_secs(10) {
-        code = post(&server, test).unwrap();
-        if code == "5.02" {
+    let mut codes = Vec::new();
+    while start.elapsed() < Duration::from_secs(20) {
+        let code = post(&server, test).unwrap();
+        let noticed = code == "5.02";
+        codes.push(code);
+        if noticed {
             break;
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    assert_eq!(code, "5.02", "the outage was noticed");
+    assert_eq!(
+        codes.last().map(String::as_str),
+        Some("5.02"),
+        "the outage was noticed: {codes:?}"
+    );
+    assert!(
+        codes
+            .iter()
+            .all(|c| c == "5.02" || c == "5.04" || c == "2.04"),
+        "only 5.02, or 5.04/2.04 for a publish in flight: {codes:?}"
+    );
     assert_eq!(healthz(&server), 200);
     server.stop().unwrap();
 }
