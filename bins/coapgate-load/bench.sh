@@ -56,7 +56,7 @@ stop_servers() {
         kill "$pid" 2>/dev/null || true
         wait "$pid" 2>/dev/null || true
     done
-    server_pid= broker_pid=
+    server_pid='' broker_pid=''
     return 0
 }
 
@@ -109,7 +109,7 @@ run() {
         ;;
     esac
     wait_ready "$coap_port"
-    for pid in $server_pid $broker_pid; do taskset -a -p -c "$server_cpus" "$pid" >/dev/null; done
+    for pid in $server_pid $broker_pid; do taskset -a -p -c "$server_cpus" "$pid" >/dev/null || true; done
     sleep 0.3
     case $set in
     plain)

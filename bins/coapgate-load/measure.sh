@@ -33,7 +33,7 @@ wait_ready "$coap_port"
 rcvbuf_errors() { awk '/^Udp:/ { if (n++) print $6 }' /proc/net/snmp; }
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$server_pid/stat"; }
 ticks=$(getconf CLK_TCK)
-thread_ticks() { for t in /proc/$server_pid/task/*; do printf '%s %s\n' "$(tr ' ' _ <"$t/comm")" "$(awk '{ print $14 + $15 }' "$t/stat")"; done; }
+thread_ticks() { for t in /proc/"$server_pid"/task/*; do printf '%s %s\n' "$(tr ' ' _ <"$t/comm")" "$(awk '{ print $14 + $15 }' "$t/stat")"; done; }
 thread_ticks >"$dir/threads.before"
 before_err=$(rcvbuf_errors)
 before_broker=$(broker_ticks)
