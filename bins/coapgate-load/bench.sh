@@ -49,37 +49,6 @@ done
 pin_server=(taskset -c "$server_cpus")
 pin_gen=(taskset -c "$gen_cpus")
 
-# Stops this run's server and broker and forgets them.
-stop_servers() {
-    local pid
-    for pid in $server_pid $broker_pid; do
-        kill "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
-    done
-    server_pid='' broker_pid=''
-    return 0
-}
-
-# A free port whose successor is free too (libcoap serves DTLS on port + 1).
-free_pair() {
-    python3 - <<'EOF'
-import socket
-for _ in range(100):
-    a = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); a.bind(("127.0.0.1", 0))
-    port = a.getsockname()[1]
-    a.close()
-    if port >= 65535:
-        continue
-    try:
-        for kind in (socket.SOCK_DGRAM, socket.SOCK_STREAM):
-            for p in (port, port + 1):
-                s = socket.socket(socket.AF_INET, kind); s.bind(("127.0.0.1", p)); s.close()
-    except OSError:
-        continue
-    print(port); break
-EOF
-}
-
 # run SET SERVER DEVICES CONCURRENCY: one measurement, one JSON line in
 # $results with the generator's report, Mosquitto's CPU and the run's name.
 run() {
@@ -109,7 +78,7 @@ run() {
         ;;
     esac
     wait_ready "$coap_port"
-    for pid in $server_pid $broker_pid; do taskset -a -p -c "$server_cpus" "$pid" >/dev/null || true; done
+    pin_servers "$server_cpus"
     sleep 0.3
     case $set in
     plain)

@@ -1,7 +1,8 @@
 # shellcheck shell=bash
 # What measure.sh and measure-dtls.sh share; sourced by them, not run.
 # Needs `root` (the workspace) and `dir` (the run directory) set; gives
-# `bin`, free_port, start_coapgate, wait_ready and broker_ticks, and on exit
+# `bin`, free_port, free_pair, start_coapgate, wait_ready, pin_servers,
+# stop_servers and broker_ticks, and on exit
 # stops the server and the broker by their PIDs (`server_pid`,
 # `broker_pid`) and removes `dir` unless KEEP is set.
 
@@ -9,11 +10,45 @@ bin=$root/target/release
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
+# A free port whose successor is free too (libcoap serves DTLS on port + 1).
+free_pair() {
+    python3 - <<'EOF'
+import socket
+for _ in range(100):
+    a = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); a.bind(("127.0.0.1", 0))
+    port = a.getsockname()[1]
+    a.close()
+    if port >= 65535:
+        continue
+    try:
+        for kind in (socket.SOCK_DGRAM, socket.SOCK_STREAM):
+            for p in (port, port + 1):
+                s = socket.socket(socket.AF_INET, kind); s.bind(("127.0.0.1", p)); s.close()
+    except OSError:
+        continue
+    print(port); break
+EOF
+}
+
 server_pid=
 broker_pid=
+# Stops the server and the broker, if running, and forgets them.
+stop_servers() {
+    local pid
+    for pid in $server_pid $broker_pid; do
+        kill "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    done
+    server_pid='' broker_pid=''
+}
+# pin_servers CPUS: the server's and the broker's threads onto CPUS (a
+# server that already died is left to its load run to report).
+pin_servers() {
+    local pid
+    for pid in $server_pid $broker_pid; do taskset -a -p -c "$1" "$pid" >/dev/null || true; done
+}
 cleanup() {
-    [[ -n $server_pid ]] && kill "$server_pid" 2>/dev/null && wait "$server_pid" 2>/dev/null
-    [[ -n $broker_pid ]] && kill "$broker_pid" 2>/dev/null && wait "$broker_pid" 2>/dev/null
+    stop_servers
     [[ -n ${KEEP:-} ]] || rm -rf "$dir"
 }
 trap cleanup EXIT

@@ -36,25 +36,6 @@ root=$(cd "$(dirname "$0")/../.." && pwd)
 dir=$(mktemp -d /tmp/coapgate-measure-dtls.XXXXXX)
 # shellcheck source=measure-common.sh
 source "$(dirname "$0")/measure-common.sh"
-# A free port whose successor is free too (libcoap serves DTLS on port + 1).
-free_pair() {
-    python3 - <<'EOF'
-import socket
-for _ in range(100):
-    a = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); a.bind(("127.0.0.1", 0))
-    port = a.getsockname()[1]
-    a.close()
-    if port >= 65535:
-        continue
-    try:
-        for kind in (socket.SOCK_DGRAM, socket.SOCK_STREAM):
-            for p in (port, port + 1):
-                s = socket.socket(socket.AF_INET, kind); s.bind(("127.0.0.1", p)); s.close()
-    except OSError:
-        continue
-    print(port); break
-EOF
-}
 coap_port=$(free_pair)
 coaps_port=$((coap_port + 1))
 mqtt_port=$(free_port)

@@ -35,7 +35,7 @@ coap_port=$(free_port)
 mqtt_port=$(free_port)
 start_coapgate "$broker" "$coap_port" 0 "$mqtt_port" --devices "$devices"
 wait_ready "$coap_port"
-for pid in $server_pid $broker_pid; do taskset -a -p -c "$server_cpus" "$pid" >/dev/null || true; done
+pin_servers "$server_cpus"
 sleep 0.3
 
 perf record -e cpu-clock -F 1999 -p "$server_pid" -o "$out/perf.data" -- sleep "$seconds" 2>"$out/perf-record.log" &
