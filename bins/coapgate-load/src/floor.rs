@@ -22,7 +22,7 @@ const CHANGED: u8 = 0x44;
 /// request with a well-formed header, and a RST for a CoAP ping (an empty
 /// CON, which the benchmark uses to see that a server is up); `None` for
 /// anything else.
-pub fn answer(datagram: &[u8], out: &mut [u8; 12]) -> Option<usize> {
+fn answer(datagram: &[u8], out: &mut [u8; 12]) -> Option<usize> {
     let (&first, rest) = datagram.split_first()?;
     let token_len = usize::from(first & 0x0f);
     let is_con_v1 = first >> 4 == 0b0100;

@@ -88,7 +88,7 @@ pub use devices::{
 };
 pub use dtls::{DEFAULT_CIPHER, DtlsOptions};
 pub use error::LoadError;
-pub use floor::{answer as floor_answer, serve_floor};
+pub use floor::serve_floor;
 pub use procfs::ProcSample;
 pub use report::Report;
 pub use run::run;
