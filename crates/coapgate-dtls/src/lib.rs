@@ -223,3 +223,32 @@ pub struct DtlsStats {
     /// a handshake.
     pub datagrams_dropped: u64,
 }
+
+/// Adds another server's counters and gauges (the DTLS servers of several
+/// shards reported as one).
+impl std::ops::AddAssign for DtlsStats {
+    fn add_assign(&mut self, other: Self) {
+        let Self {
+            sessions,
+            handshakes_in_progress,
+            handshakes_ok,
+            handshakes_failed,
+            handshakes_timed_out,
+            handshakes_refused_over_cap,
+            handshakes_refused,
+            handshakes_rate_limited,
+            cookies_sent,
+            datagrams_dropped,
+        } = other;
+        self.sessions += sessions;
+        self.handshakes_in_progress += handshakes_in_progress;
+        self.handshakes_ok += handshakes_ok;
+        self.handshakes_failed += handshakes_failed;
+        self.handshakes_timed_out += handshakes_timed_out;
+        self.handshakes_refused_over_cap += handshakes_refused_over_cap;
+        self.handshakes_refused += handshakes_refused;
+        self.handshakes_rate_limited += handshakes_rate_limited;
+        self.cookies_sent += cookies_sent;
+        self.datagrams_dropped += datagrams_dropped;
+    }
+}

@@ -37,3 +37,34 @@ pub struct EndpointStats {
     /// Separate responses given up after MAX_RETRANSMIT.
     pub retransmit_give_ups: u64,
 }
+
+/// Adds another engine's counters and gauges (the engines of several
+/// shards reported as one).
+impl std::ops::AddAssign for EndpointStats {
+    fn add_assign(&mut self, other: Self) {
+        let Self {
+            requests,
+            malformed,
+            pings,
+            duplicates,
+            rate_limited,
+            dedup,
+            pending_publishes,
+            pending_store_writes,
+            retransmissions,
+            retransmit_give_ups,
+        } = other;
+        for (key, value) in requests {
+            *self.requests.entry(key).or_default() += value;
+        }
+        self.malformed += malformed;
+        self.pings += pings;
+        self.duplicates += duplicates;
+        self.rate_limited += rate_limited;
+        self.dedup += dedup;
+        self.pending_publishes += pending_publishes;
+        self.pending_store_writes += pending_store_writes;
+        self.retransmissions += retransmissions;
+        self.retransmit_give_ups += retransmit_give_ups;
+    }
+}

@@ -96,6 +96,25 @@ pub struct DedupStats {
     pub expirations: u64,
 }
 
+/// Adds another cache's counters and gauges (caches of several shards
+/// reported as one).
+impl std::ops::AddAssign for DedupStats {
+    fn add_assign(&mut self, other: Self) {
+        let Self {
+            entries,
+            bytes,
+            hits,
+            evictions,
+            expirations,
+        } = other;
+        self.entries += entries;
+        self.bytes += bytes;
+        self.hits += hits;
+        self.evictions += evictions;
+        self.expirations += expirations;
+    }
+}
+
 /// Marks a ring slot whose entry is gone (forgotten, evicted, or replaced).
 const GONE: u32 = u32::MAX;
 

@@ -127,6 +127,13 @@ pub struct CoapConfig {
     /// exiting, seconds (5).
     #[serde(with = "coapgate_exchange::secs_f64")]
     pub shutdown_grace: Duration,
+    /// Engines (shards), each on a thread of its own with its own
+    /// `SO_REUSEPORT` sockets, dedup cache, DTLS sessions and broker
+    /// connection; 0 (the default): one per core the process may use.
+    /// The instance-wide bounds (`max_pending`, `[coap.dedup]`,
+    /// `coaps.max_sessions`, `coaps.max_handshakes`) are shared out
+    /// equally between the shards (decision 104).
+    pub threads: usize,
     /// The engine's configuration, defaults and rules: `max_payload`,
     /// `piggyback_window`, `publish_timeout`, `max_pending`,
     /// `[coap.transmission]` and `[coap.dedup]` from this section; the
@@ -144,8 +151,24 @@ impl Default for CoapConfig {
             recv_buffer: 4 << 20,
             send_buffer: 1 << 20,
             shutdown_grace: Duration::from_secs(5),
+            threads: 0,
             engine: EndpointConfig::default(),
         }
+    }
+}
+
+impl CoapConfig {
+    /// The most shards (`threads`) accepted.
+    pub const MAX_THREADS: usize = 1024;
+
+    /// How many shards run: `threads`, or one per core the process may
+    /// use when it is 0.
+    pub fn shards(&self) -> usize {
+        match self.threads {
+            0 => std::thread::available_parallelism().map_or(1, usize::from),
+            n => n,
+        }
+        .min(Self::MAX_THREADS)
     }
 }
 
@@ -593,6 +616,15 @@ impl Config {
     /// and the rules that span sections. [`Server::bind`](crate::Server::bind)
     /// calls it again, for a configuration changed after loading.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.coap.threads > CoapConfig::MAX_THREADS {
+            return Err(ConfigError::new(
+                "coap.threads",
+                format!(
+                    "must be at most {} (0: one per core)",
+                    CoapConfig::MAX_THREADS
+                ),
+            ));
+        }
         self.coap
             .engine
             .validate()
@@ -999,7 +1031,13 @@ psk = "psk-secret-1"
     fn each_part_reads_the_keys_of_its_section() {
         assert_eq!(
             field_names::<CoapConfig>(),
-            ["bind", "recv_buffer", "send_buffer", "shutdown_grace"]
+            [
+                "bind",
+                "recv_buffer",
+                "send_buffer",
+                "shutdown_grace",
+                "threads"
+            ]
         );
         assert_eq!(
             field_names::<EndpointConfig>(),

@@ -1,11 +1,11 @@
 //! The event loop around the sans-IO [`Gateway`]: two UDP sockets, one
 //! timer, the sink for accepted messages (the MQTT bridge, or the spool in
 //! front of it), the store writer — and nothing else. Every protocol
-//! decision is the gateway's.
+//! decision is the gateway's. One driver runs per shard (`[coap] threads`),
+//! each on its own thread and runtime.
 
 use std::future::Future;
 use std::io::ErrorKind;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime};
@@ -17,39 +17,52 @@ use prometheus_client::metrics::histogram::Histogram;
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::batch::{self, Receiver, Sender};
 use crate::health::Dependencies;
 use crate::metrics::{self, Snapshot};
 use crate::sink::{Sink, SinkEvent};
-use crate::writer::StoreWriter;
+use crate::writer::{Answers, StoreWriter};
 
 /// Datagrams read per wake-up before the loop looks at its other inputs.
-const RECV_BATCH: usize = 64;
-/// The largest UDP payload.
-const MAX_DATAGRAM: usize = 65_535;
+const RECV_BATCH: usize = 2 * batch::BATCH;
 /// Stand-in for "no timer": far enough never to fire.
 const IDLE: Duration = Duration::from_secs(3600);
 
 pub(crate) struct Driver {
+    /// Which shard this is (0 when there is one).
+    pub(crate) shard: usize,
     pub(crate) gateway: Gateway,
     pub(crate) coap: UdpSocket,
     pub(crate) coaps: UdpSocket,
     /// Where accepted messages go (`[mqtt] ack`).
     pub(crate) sink: Sink,
     pub(crate) writer: StoreWriter,
+    /// Where the writer answers this shard's store writes…
+    pub(crate) answers: Answers,
+    /// …and where they arrive.
     pub(crate) store_results: mpsc::UnboundedReceiver<(StoreWriteId, StoreResult)>,
     pub(crate) shutdown_grace: Duration,
-    /// Scrapes: each asks for the metrics text at this instant.
-    pub(crate) scrapes: mpsc::Receiver<oneshot::Sender<String>>,
+    /// Scrapes: each asks for this shard's numbers at this instant.
+    pub(crate) scrapes: mpsc::Receiver<oneshot::Sender<Snapshot>>,
+    /// Shared by the shards.
     pub(crate) publish_seconds: Histogram,
-    /// The store and broker in use, and whether each answers.
-    pub(crate) deps: Arc<Dependencies>,
+    /// The store and broker in use, and whether each answers: shard 0
+    /// reports them for all.
+    pub(crate) deps: Option<Arc<Dependencies>>,
+    /// Datagrams received, both listeners.
+    pub(crate) datagrams: u64,
 }
 
 impl Driver {
-    pub(crate) async fn run(mut self, shutdown: impl Future<Output = ()>) {
+    /// Serves until `shutdown` completes, then finishes the pending work
+    /// (within the grace period) and hands back the sink, for the caller to
+    /// stop once no shard needs it.
+    pub(crate) async fn run(mut self, shutdown: impl Future<Output = ()>) -> Sink {
         tokio::pin!(shutdown);
-        let mut buf = vec![0u8; MAX_DATAGRAM];
-        let mut secure_buf = vec![0u8; MAX_DATAGRAM];
+        let mut io = Io {
+            coap: (Receiver::new(), Sender::new()),
+            coaps: (Receiver::new(), Sender::new()),
+        };
         let timer = tokio::time::sleep(IDLE);
         tokio::pin!(timer);
         let mut events_open = true;
@@ -86,7 +99,7 @@ impl Driver {
                     draining_until = Some(tokio::time::Instant::now() + self.shutdown_grace);
                 }
                 Some(reply) = self.scrapes.recv() => {
-                    let _ = reply.send(metrics::render(self.snapshot(), &self.publish_seconds));
+                    let _ = reply.send(self.snapshot());
                 }
                 event = self.sink.next(), if events_open => match event {
                     Some(event) => self.on_sink_event(event),
@@ -98,60 +111,56 @@ impl Driver {
                 Some((id, result)) = self.store_results.recv() => {
                     self.gateway.handle_store_result(Instant::now(), id, result);
                 }
-                received = self.coap.recv_from(&mut buf), if reading => {
-                    self.on_received(Listener::Coap, received, &mut buf);
+                ready = self.coap.readable(), if reading => {
+                    self.on_readable(Listener::Coap, ready, &mut io.coap.0);
                 }
-                received = self.coaps.recv_from(&mut secure_buf), if reading => {
-                    self.on_received(Listener::Coaps, received, &mut secure_buf);
+                ready = self.coaps.readable(), if reading => {
+                    self.on_readable(Listener::Coaps, ready, &mut io.coaps.0);
                 }
                 () = &mut timer => self.gateway.handle_timeout(Instant::now()),
                 () = grace_over => {}
             }
-            wake_at = self.drain().await;
+            wake_at = self.drain(&mut io).await;
         }
+        tracing::info!(shard = self.shard, "stopped");
         self.sink
-            .shutdown(Instant::now() + Duration::from_secs(1))
-            .await;
-        tracing::info!("stopped");
     }
 
-    /// Handles the datagram just received and whatever else is queued on
-    /// the same socket, up to a batch.
-    fn on_received(
+    /// Handles what a readable socket holds, up to [`RECV_BATCH`]
+    /// datagrams, read a batch per system call.
+    fn on_readable(
         &mut self,
         listener: Listener,
-        first: std::io::Result<(usize, SocketAddr)>,
-        buf: &mut [u8],
+        ready: std::io::Result<()>,
+        receiver: &mut Receiver,
     ) {
-        let mut received = first;
-        for n in 1..=RECV_BATCH {
+        if let Err(error) = ready {
+            tracing::debug!(%error, "UDP socket readiness");
+            return;
+        }
+        let socket = match listener {
+            Listener::Coap => &self.coap,
+            Listener::Coaps => &self.coaps,
+        };
+        let (gateway, datagrams) = (&mut self.gateway, &mut self.datagrams);
+        let mut read = 0;
+        while read < RECV_BATCH {
+            let received = receiver.receive(socket, |from, data| {
+                *datagrams += 1;
+                gateway.handle_datagram(Instant::now(), SystemTime::now(), listener, from, data);
+            });
             match received {
-                Ok((len, from)) => self.gateway.handle_datagram(
-                    Instant::now(),
-                    SystemTime::now(),
-                    listener,
-                    from,
-                    &buf[..len],
-                ),
+                // Fewer than a batch: the socket is empty (or nearly).
+                Ok(n) if n < batch::BATCH => return,
+                Ok(n) => read += n,
                 // ICMP port unreachable from an earlier send and the like.
                 Err(error) => {
                     if error.kind() != ErrorKind::WouldBlock {
-                        tracing::debug!(%error, "recv_from");
+                        tracing::debug!(%error, "recvmmsg");
                     }
                     return;
                 }
             }
-            if n == RECV_BATCH {
-                return;
-            }
-            received = self.socket(listener).try_recv_from(buf);
-        }
-    }
-
-    fn socket(&self, listener: Listener) -> &UdpSocket {
-        match listener {
-            Listener::Coap => &self.coap,
-            Listener::Coaps => &self.coaps,
         }
     }
 
@@ -164,15 +173,21 @@ impl Driver {
                 Some((name, drops))
             })
             .collect();
+        let deps = self.deps.as_deref();
         Snapshot {
             engine: self.gateway.endpoint_stats(),
             dtls: self.gateway.dtls_stats(),
-            outbox_depth: self.sink.bridge().outbox_depth(),
+            outbox_depth: if self.sink.owns_bridge() {
+                self.sink.bridge().outbox_depth()
+            } else {
+                0
+            },
             broker_connected: self.sink.bridge().is_connected(),
-            spool: self.sink.spool_status(),
-            store_up: self.deps.store_up.load(Ordering::Relaxed),
-            store_follow: Some(self.deps.follow_status()),
+            spool: deps.and(self.sink.spool_status()),
+            store_up: deps.is_some_and(|deps| deps.store_up.load(Ordering::Relaxed)),
+            store_follow: deps.map(Dependencies::follow_status),
             receive_drops,
+            shard_datagrams: vec![(self.shard, self.datagrams)],
         }
     }
 
@@ -210,10 +225,17 @@ impl Driver {
     /// when to wake it next. A publish the sink refuses goes back with its
     /// verdict at once (5.02, or 5.03 for a full spool), which may yield
     /// more outputs.
-    async fn drain(&mut self) -> Option<Instant> {
+    async fn drain(&mut self, io: &mut Io) -> Option<Instant> {
         loop {
             match self.gateway.poll_output() {
-                Output::Transmit(datagram) => self.send(datagram).await,
+                Output::Transmit(Datagram {
+                    listener,
+                    to,
+                    payload,
+                }) => match listener {
+                    Listener::Coap => io.coap.1.push(to, payload),
+                    Listener::Coaps => io.coaps.1.push(to, payload),
+                },
                 Output::Publish(publish) => {
                     let id = publish.id;
                     let outgoing = Outgoing {
@@ -228,35 +250,27 @@ impl Driver {
                     }
                 }
                 Output::Store(write) => self.store(write),
-                Output::Timeout(at) => return at,
+                Output::Timeout(at) => {
+                    io.coap.1.flush(&self.coap).await;
+                    io.coaps.1.flush(&self.coaps).await;
+                    return at;
+                }
             }
         }
     }
 
     fn store(&mut self, write: StoreWrite) {
         let id = write.id;
-        if !self.writer.submit(write) {
+        if !self.writer.submit(write, &self.answers) {
             tracing::error!(write = id, "the store writer has stopped");
             self.gateway
                 .handle_store_result(Instant::now(), id, StoreResult::Unavailable);
         }
     }
+}
 
-    async fn send(&self, datagram: Datagram) {
-        let Datagram {
-            listener,
-            to,
-            payload,
-        } = datagram;
-        let socket = self.socket(listener);
-        match socket.try_send_to(&payload, to) {
-            Ok(_) => {}
-            Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                if let Err(error) = socket.send_to(&payload, to).await {
-                    tracing::debug!(%error, %to, "send_to");
-                }
-            }
-            Err(error) => tracing::debug!(%error, %to, "send_to"),
-        }
-    }
+/// Each listener's receive buffers and send queue.
+struct Io {
+    coap: (Receiver, Sender),
+    coaps: (Receiver, Sender),
 }

@@ -21,7 +21,8 @@ pub(crate) struct Dependencies {
     pub(crate) follower: Follower,
     /// `mqtt://host:port`, `mqtts://…` or `embedded://ip:port`.
     pub(crate) broker_url: String,
-    pub(crate) broker: watch::Receiver<bool>,
+    /// Each shard's broker link (one, the spool's, with `ack = "spool"`).
+    pub(crate) broker: Vec<watch::Receiver<bool>>,
     /// The store-and-forward spool, with `[mqtt] ack = "spool"`.
     pub(crate) spool: Option<SpoolHandle>,
 }
@@ -44,7 +45,7 @@ impl HealthSource for Dependencies {
             },
             broker: BrokerHealth {
                 url: self.broker_url.clone(),
-                connected: *self.broker.borrow(),
+                connected: self.broker.iter().all(|link| *link.borrow()),
             },
             spool: self.spool.as_ref().map(|spool| {
                 let status = spool.status();

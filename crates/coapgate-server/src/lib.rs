@@ -21,20 +21,25 @@
 //! [`Server::bind`], [`Server::coap_addr`], [`Server::serve`]; or run it on a
 //! thread of its own from code that is not async: [`BackgroundServer`].
 //!
-//! One task owns the engine. It waits on the UDP socket, the bridge's events
-//! and the engine's next timer; after every event it drains the engine's
-//! transmits (to the socket) and publishes (to the bridge), as the engine's
-//! contract requires. A publish the bridge cannot take is reported back to
-//! the engine at once as unavailable (5.02).
+//! One task owns each engine. It waits on the UDP sockets, the bridge's
+//! events and the engine's next timer; after every event it drains the
+//! engine's transmits (to the socket) and publishes (to the bridge), as the
+//! engine's contract requires. A publish the bridge cannot take is reported
+//! back to the engine at once as unavailable (5.02). With `[coap] threads`
+//! above 1 there is one such engine per thread, each with its own sockets
+//! on the same ports (`SO_REUSEPORT`); see the `shard` module.
 
 #![forbid(unsafe_code)]
 
 mod background;
+mod batch;
 mod config;
 mod driver;
 mod health;
 mod metrics;
+mod shard;
 mod sink;
+mod steer;
 mod udp;
 mod writer;
 
@@ -44,19 +49,20 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use coapgate_dtls::{DtlsServer, Key};
-use coapgate_endpoint::Endpoint;
+use coapgate_dtls::DtlsServer;
 use coapgate_gateway::Gateway;
+use coapgate_mqtt::Bridge;
 #[cfg(feature = "embedded-broker")]
 use coapgate_mqtt::EmbeddedBroker;
-use coapgate_mqtt::{Bridge, BridgeEvent};
 use coapgate_spool::Spool;
 use coapgate_store::{Follower, Store};
+use prometheus_client::metrics::histogram::Histogram;
 use secrecy::ExposeSecret;
-use tokio::net::UdpSocket;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::sink::Sink;
+use crate::metrics::Snapshot;
+use crate::shard::{Common, Go, Running, ShardParts, SinkParts};
+use crate::sink::{Shard, Sink};
 
 pub use background::BackgroundServer;
 pub use coapgate_endpoint::PayloadFormat;
@@ -106,14 +112,23 @@ pub enum ServerError {
 pub struct Server {
     config: Config,
     store: Store,
-    coap: UdpSocket,
+    /// Shard 0's sockets (the other shards', on the same ports, are theirs).
+    coap: std::net::UdpSocket,
     coap_addr: SocketAddr,
-    coaps: UdpSocket,
+    coaps: std::net::UdpSocket,
+    /// Shard 0's DTLS server (built here, so that OpenSSL's refusal of the
+    /// configuration is an error of `bind`).
     dtls: DtlsServer,
     coaps_addr: SocketAddr,
-    /// The bridge, alone or behind the spool.
+    /// Shard 0's bridge, alone or behind the spool.
     sink: Sink,
-    scrapes: mpsc::Receiver<tokio::sync::oneshot::Sender<String>>,
+    /// Shard 0's end of the scrape channel.
+    scrapes: mpsc::Receiver<oneshot::Sender<Snapshot>>,
+    /// What every shard is built from.
+    common: Common,
+    /// The shards on threads of their own, bound and waiting for `go`.
+    others: Vec<Running>,
+    go: watch::Sender<Go>,
     metrics: MetricsHandle,
     admin: tokio::net::TcpListener,
     admin_addr: SocketAddr,
@@ -129,11 +144,14 @@ pub struct Server {
 }
 
 /// Asks the running server for its metrics (Prometheus/OpenMetrics text).
-/// Cheap to clone; the answer is taken by the event loop, so the numbers
-/// are exact at that instant.
+/// Cheap to clone; the numbers are taken by each shard's event loop, so
+/// each shard's are exact at the instant it answers.
 #[derive(Clone)]
 pub struct MetricsHandle {
-    scrapes: mpsc::Sender<tokio::sync::oneshot::Sender<String>>,
+    /// One per shard, shard 0 first.
+    scrapes: Vec<mpsc::Sender<oneshot::Sender<Snapshot>>>,
+    /// Shared by the shards.
+    publish_seconds: Histogram,
 }
 
 impl coapgate_admin::MetricsSource for MetricsHandle {
@@ -148,13 +166,27 @@ impl coapgate_admin::MetricsSource for MetricsHandle {
 }
 
 impl MetricsHandle {
-    /// The exposition text now; empty if the server has stopped.
+    /// The exposition text now, every shard's numbers added up; empty if
+    /// the server has stopped.
     pub async fn render(&self) -> String {
-        let (reply, answer) = tokio::sync::oneshot::channel();
-        if self.scrapes.send(reply).await.is_err() {
-            return String::new();
+        let mut answers = Vec::with_capacity(self.scrapes.len());
+        for shard in &self.scrapes {
+            let (reply, answer) = oneshot::channel();
+            if shard.send(reply).await.is_ok() {
+                answers.push(answer);
+            }
         }
-        answer.await.unwrap_or_default()
+        let mut total: Option<Snapshot> = None;
+        for answer in answers {
+            let Ok(snapshot) = answer.await else { continue };
+            match &mut total {
+                Some(total) => total.merge(snapshot),
+                None => total = Some(snapshot),
+            }
+        }
+        total.map_or_else(String::new, |total| {
+            metrics::render(total, &self.publish_seconds)
+        })
     }
 
     /// The content type of [`render`](Self::render)'s text.
@@ -214,9 +246,39 @@ impl Server {
             (None, Some(addr)) => format!("embedded://{addr}"),
             (None, None) => String::new(),
         };
+        let shards = config.coap.shards();
+        let mut coap = udp::bind_group(
+            config.coap.bind,
+            shards,
+            config.coap.recv_buffer,
+            config.coap.send_buffer,
+        )?;
+        let coap_addr = local_addr(&coap, "coap")?;
+        // The DTLS listener shares the buffer sizes of the plain one.
+        let mut coaps = udp::bind_group(
+            config.coaps.bind,
+            shards,
+            config.coap.recv_buffer,
+            config.coap.send_buffer,
+        )?;
+        let coaps_addr = local_addr(&coaps, "coaps")?;
+        let common = Common {
+            store: store.clone(),
+            engine: shard::engine_config(&config.coap.engine, shards),
+            dtls: shard::dtls_config(&config.coaps.dtls, shards),
+            writer: writer::StoreWriter::start(store.clone())?,
+            shutdown_grace: config.coap.shutdown_grace,
+            publish_seconds: metrics::publish_histogram(),
+        };
+        let dtls = shard::dtls_server(&store, common.dtls.clone())?;
+        let (scrapes_tx, mut scrapes): (Vec<_>, Vec<_>) =
+            (0..shards).map(|_| mpsc::channel(16)).unzip();
+
         let bridge_config = config.mqtt.bridge(embedded);
-        let (bridge, mut events) = Bridge::start(bridge_config)?;
-        let (sink, ready) = match config.mqtt.spool() {
+        let max_pending = common.engine.max_pending;
+        let (bridge, events) = Bridge::start(shard::bridge_config(&bridge_config, 0, max_pending))?;
+        // Shard 0's sink, and what the other shards send their messages to.
+        let (sink, others) = match config.mqtt.spool() {
             // The spool answers devices whether the broker is there or not.
             Some(spool_config) => {
                 let path = spool_config.path.display().to_string();
@@ -228,47 +290,86 @@ impl Server {
                     max_bytes = status.max_bytes,
                     "store-and-forward: devices are answered once their message is in the spool"
                 );
-                (Sink::Spool { spool, events }, true)
+                let (events, shared) = sink::share_spool(events, shards);
+                let others: Vec<SinkParts> = shared
+                    .into_iter()
+                    .map(|events| SinkParts::Spool {
+                        spool: spool.clone(),
+                        events,
+                    })
+                    .collect();
+                let shard = Shard {
+                    index: 0,
+                    count: shards,
+                };
+                (
+                    Sink::Spool {
+                        spool,
+                        events,
+                        shard,
+                    },
+                    others,
+                )
             }
             None => {
-                // Wait for the first connection so the first devices do not
-                // get 5.02 for a broker that is merely still connecting.
-                let connected = tokio::time::timeout(config.mqtt.connect_timeout, async {
-                    while let Some(event) = events.recv().await {
-                        if matches!(event, BridgeEvent::Connected) {
-                            return true;
-                        }
-                    }
-                    false
-                })
-                .await
-                .unwrap_or(false);
+                let others = (1..shards)
+                    .map(|index| SinkParts::Bridge {
+                        config: shard::bridge_config(&bridge_config, index, max_pending),
+                        connect_timeout: config.mqtt.connect_timeout,
+                    })
+                    .collect();
+                (Sink::Broker { bridge, events }, others)
+            }
+        };
+        // The other shards start (and wait for their broker links) beside
+        // shard 0's wait for its own.
+        let (go, go_rx) = watch::channel(Go::Wait);
+        let mut starting = Vec::with_capacity(shards.saturating_sub(1));
+        for (index, sink) in others.into_iter().enumerate().rev() {
+            let (Some(coap), Some(coaps), Some(scrapes)) = (coap.pop(), coaps.pop(), scrapes.pop())
+            else {
+                break;
+            };
+            let parts = ShardParts {
+                shard: Shard {
+                    index: index + 1,
+                    count: shards,
+                },
+                coap,
+                coaps,
+                sink,
+                scrapes,
+                common: common.clone(),
+            };
+            starting.push(parts.start(go_rx.clone())?);
+        }
+        let (Some(coap), Some(coaps), Some(scrapes)) = (coap.pop(), coaps.pop(), scrapes.pop())
+        else {
+            return Err(ServerError::Config(ConfigError::new(
+                "coap.threads",
+                "no shard to run",
+            )));
+        };
+        let mut sink = sink;
+        let ready = match &mut sink {
+            Sink::Spool { .. } => true,
+            // Wait for the first connection so the first devices do not
+            // get 5.02 for a broker that is merely still connecting.
+            Sink::Broker { events, .. } => {
+                let connected = shard::first_connection(events, config.mqtt.connect_timeout).await;
                 if !connected {
                     tracing::warn!(
                         "MQTT broker not reachable yet; telemetry gets 5.02 and /healthz 503 until it is"
                     );
                 }
-                (Sink::Broker { bridge, events }, connected)
+                connected
             }
         };
-
-        let coap = udp::bind_any_family(
-            config.coap.bind,
-            config.coap.recv_buffer,
-            config.coap.send_buffer,
-        )?;
-        let coap_addr = local_addr(&coap, "coap")?;
-        // The DTLS listener shares the buffer sizes of the plain one.
-        let coaps = udp::bind_any_family(
-            config.coaps.bind,
-            config.coap.recv_buffer,
-            config.coap.send_buffer,
-        )?;
-        let coaps_addr = local_addr(&coaps, "coaps")?;
-        let psk_keys = store.psk_keys();
-        let lookup = move |identity: &str| psk_keys.key(identity).map(|key| Key::new(key.to_vec()));
-        let dtls = DtlsServer::new(config.coaps.dtls.clone(), Arc::new(lookup))?;
-        tracing::info!(%coap_addr, %coaps_addr, "CoAP and CoAPS listening");
+        let mut running = Vec::with_capacity(starting.len());
+        for shard in starting.into_iter().rev() {
+            running.push(shard.started().await?);
+        }
+        tracing::info!(%coap_addr, %coaps_addr, shards, "CoAP and CoAPS listening");
         let admin = tokio::net::TcpListener::bind(config.admin.bind)
             .await
             .map_err(|source| ServerError::Io {
@@ -280,7 +381,6 @@ impl Server {
             source,
         })?;
         tracing::info!(%admin_addr, "admin API listening");
-        let (scrapes_tx, scrapes) = mpsc::channel(16);
         Ok(Self {
             admin,
             admin_addr,
@@ -290,6 +390,7 @@ impl Server {
             scrapes,
             metrics: MetricsHandle {
                 scrapes: scrapes_tx,
+                publish_seconds: common.publish_seconds.clone(),
             },
             config,
             store,
@@ -299,6 +400,9 @@ impl Server {
             dtls,
             coaps_addr,
             sink,
+            common,
+            others: running,
+            go,
             #[cfg(feature = "embedded-broker")]
             _broker: broker,
         })
@@ -333,84 +437,100 @@ impl Server {
     /// answers what the broker confirms within the grace period, and
     /// returns.
     pub async fn serve(self, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
-        let mut engine_config = self.config.coap.engine.clone();
-        engine_config.seed = rand::random();
-        let store = self.store.clone();
-        let templates = self.store.clone();
-        let mut endpoint = Endpoint::new(engine_config, Arc::new(self.store.directory()))
-            .with_bootstrap()
-            .with_positions(Arc::new(store.clone()))
-            .with_registrations(Arc::new(store.clone()))
-            .with_templates(Arc::new(move || templates.active_template()));
-        endpoint.handle_broker_state(self.sink.accepting());
+        let Self {
+            config,
+            store,
+            coap,
+            coaps,
+            dtls,
+            sink,
+            scrapes,
+            common,
+            others,
+            go,
+            metrics,
+            admin,
+            ready,
+            follower,
+            broker_url,
+            ..
+        } = self;
         // Not ready until the broker has connected once (bind waited for it).
-        let broker_ready = (!self.ready.load(Ordering::Acquire)).then(|| {
-            let mut link = self.sink.bridge().connection();
-            let ready = self.ready.clone();
+        let broker_ready = (!ready.load(Ordering::Acquire)).then(|| {
+            let mut link = sink.bridge().connection();
+            let ready = ready.clone();
             tokio::spawn(async move {
                 if link.wait_for(|up| *up).await.is_ok() {
                     ready.store(true, Ordering::Release);
                 }
             })
         });
-        let (writer, store_results) = writer::StoreWriter::start(store.clone())?;
+        let mut links = vec![sink.bridge().connection()];
+        if matches!(sink, Sink::Broker { .. }) {
+            links.extend(others.iter().map(|shard| shard.connection.clone()));
+        }
         let deps = Arc::new(health::Dependencies {
             store: store.clone(),
-            store_url: coapgate_store::redacted_url(&self.config.store.url),
+            store_url: coapgate_store::redacted_url(&config.store.url),
             // It was open a moment ago; the prober keeps this current.
             store_up: AtomicBool::new(true),
-            follower: self.follower,
-            broker_url: self.broker_url,
-            broker: self.sink.bridge().connection(),
-            spool: match &self.sink {
+            follower,
+            broker_url,
+            broker: links,
+            spool: match &sink {
                 Sink::Spool { spool, .. } => Some(spool.clone()),
                 Sink::Broker { .. } => None,
             },
         });
-        let driver = driver::Driver {
-            gateway: Gateway::new(endpoint, self.dtls),
-            coap: self.coap,
-            coaps: self.coaps,
-            sink: self.sink,
-            writer,
-            store_results,
-            shutdown_grace: self.config.coap.shutdown_grace,
-            scrapes: self.scrapes,
-            publish_seconds: metrics::publish_histogram(),
-            deps: deps.clone(),
-        };
+        let gateway = Gateway::new(shard::endpoint(&store, common.engine.clone()), dtls);
+        let sockets = (udp::register(coap)?, udp::register(coaps)?);
+        let driver = common.driver(0, gateway, sockets, sink, scrapes, Some(deps.clone()));
+        go.send_replace(Go::Serve);
         // Positions from templates are written behind, once a second.
         let flusher = tokio::spawn(flush_positions_every(store.clone(), POSITION_FLUSH));
         // Whether the store answers, for /metrics and /healthz.
         let prober = tokio::spawn(health::probe_store_every(deps.clone(), STORE_PROBE));
         // The admin API runs beside the engine until the engine stops.
-        let (admin_stop, admin_stopped) = tokio::sync::oneshot::channel::<()>();
+        let (admin_stop, admin_stopped) = oneshot::channel::<()>();
         let state = coapgate_admin::AdminState {
             store: store.clone(),
-            token: self
-                .config
+            token: config
                 .admin
                 .token
                 .as_ref()
                 .map(|token| coapgate_admin::Token::new(token.expose_secret().to_owned())),
-            metrics: Arc::new(self.metrics.clone()),
-            ready: self.ready.clone(),
+            metrics: Arc::new(metrics.clone()),
+            ready: ready.clone(),
             health: Some(deps),
         };
-        let api =
-            axum::serve(self.admin, coapgate_admin::router(state)).with_graceful_shutdown(async {
-                let _ = admin_stopped.await;
-            });
+        let api = axum::serve(admin, coapgate_admin::router(state)).with_graceful_shutdown(async {
+            let _ = admin_stopped.await;
+        });
         let api = tokio::spawn(async move {
             if let Err(error) = api.await {
                 tracing::error!(%error, "admin API stopped");
             }
         });
-        driver.run(shutdown).await;
+        let sink = driver
+            .run(async {
+                shutdown.await;
+                go.send_replace(Go::Stop);
+            })
+            .await;
+        // The other shards finish their pending work within the same grace.
+        for shard in others {
+            let joined = tokio::task::spawn_blocking(move || shard.thread.join()).await;
+            if !matches!(joined, Ok(Ok(()))) {
+                tracing::error!("a shard's thread panicked");
+            }
+        }
+        // Last: the spool, which the other shards may have used until now.
+        sink.shutdown(std::time::Instant::now() + Duration::from_secs(1))
+            .await;
         if let Some(task) = broker_ready {
             task.abort();
         }
-        self.ready.store(false, Ordering::Relaxed);
+        ready.store(false, Ordering::Relaxed);
         let _ = admin_stop.send(());
         let _ = tokio::time::timeout(Duration::from_secs(2), api).await;
         flusher.abort();
@@ -452,7 +572,13 @@ fn host_port(host: &str, port: u16) -> String {
     }
 }
 
-fn local_addr(socket: &UdpSocket, what: &str) -> Result<SocketAddr, ServerError> {
+fn local_addr(group: &[std::net::UdpSocket], what: &str) -> Result<SocketAddr, ServerError> {
+    let Some(socket) = group.first() else {
+        return Err(ServerError::Config(ConfigError::new(
+            "coap.threads",
+            "no shard to run",
+        )));
+    };
     socket.local_addr().map_err(|source| ServerError::Io {
         what: format!("{what} socket address"),
         source,

@@ -39,6 +39,39 @@ pub(crate) struct Snapshot {
     /// Datagrams the kernel dropped for a full receive buffer, per
     /// listener, where the OS reports them.
     pub(crate) receive_drops: Vec<(&'static str, u64)>,
+    /// Datagrams received, per shard.
+    pub(crate) shard_datagrams: Vec<(usize, u64)>,
+}
+
+impl Snapshot {
+    /// Adds another shard's numbers: counters and gauges summed, the
+    /// broker connected only if every shard's link is up; the spool, the
+    /// store and its change feed are shared and kept as they are.
+    pub(crate) fn merge(&mut self, other: Snapshot) {
+        let Snapshot {
+            engine,
+            dtls,
+            outbox_depth,
+            broker_connected,
+            spool: _,
+            store_up: _,
+            store_follow: _,
+            receive_drops,
+            shard_datagrams,
+        } = other;
+        self.engine += engine;
+        self.dtls += dtls;
+        self.outbox_depth += outbox_depth;
+        self.broker_connected &= broker_connected;
+        for (listener, drops) in receive_drops {
+            match self.receive_drops.iter_mut().find(|(l, _)| *l == listener) {
+                Some((_, total)) => *total += drops,
+                None => self.receive_drops.push((listener, drops)),
+            }
+        }
+        self.shard_datagrams.extend(shard_datagrams);
+        self.shard_datagrams.sort_unstable();
+    }
 }
 
 fn counter(encoder: &mut DescriptorEncoder<'_>, name: &str, help: &str, value: u64) -> fmt::Result {
@@ -265,6 +298,20 @@ impl Collector for Snapshot {
             for (listener, value) in &self.receive_drops {
                 ConstCounter::new(*value)
                     .encode(family.encode_family(&[("listener", *listener)])?)?;
+            }
+        }
+        if !self.shard_datagrams.is_empty() {
+            let kind = ConstCounter::new(0u64).metric_type();
+            let mut family = encoder.encode_descriptor(
+                "shard_datagrams",
+                "Datagrams received, per shard ([coap] threads): how evenly the kernel spreads devices.",
+                None,
+                kind,
+            )?;
+            for (shard, value) in &self.shard_datagrams {
+                let shard = shard.to_string();
+                ConstCounter::new(*value)
+                    .encode(family.encode_family(&[("shard", shard.as_str())])?)?;
             }
         }
         Ok(())

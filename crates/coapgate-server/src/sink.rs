@@ -1,6 +1,12 @@
 //! Where accepted messages go (`[mqtt] ack`): straight to the broker, a
 //! device answered on PUBACK; or into the spool, a device answered once the
 //! message is on disk, the spool forwarding it to the broker.
+//!
+//! With several shards, each has its own bridge (its own broker
+//! connection), but they share the one spool: one file, one order on disk,
+//! whatever `[coap] threads` was when a message was spooled. The shards'
+//! publish ids are made unique in the spool ([`Shard::spool_id`]) and
+//! [`share_spool`] hands each shard the verdicts on its own messages.
 
 use std::time::{Duration, Instant};
 
@@ -19,7 +25,76 @@ pub(crate) enum Sink {
     Spool {
         spool: SpoolHandle,
         events: mpsc::UnboundedReceiver<SpoolEvent>,
+        /// Which of the shards sharing the spool this is.
+        shard: Shard,
     },
+}
+
+/// One of `count` shards.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Shard {
+    pub(crate) index: usize,
+    pub(crate) count: usize,
+}
+
+impl Shard {
+    /// The id under which the spool knows this shard's publish `id`
+    /// (`None` past `u64::MAX`, after 2⁶⁴ / count publishes).
+    fn spool_id(self, id: u64) -> Option<u64> {
+        let count = u64::try_from(self.count).ok()?;
+        id.checked_mul(count)?
+            .checked_add(u64::try_from(self.index).ok()?)
+    }
+
+    /// The shard's own id for a spool id of this shard.
+    fn local_id(self, spool_id: u64) -> u64 {
+        spool_id / u64::try_from(self.count).unwrap_or(1)
+    }
+
+    /// Which shard a spool id belongs to.
+    fn of(spool_id: u64, count: usize) -> usize {
+        usize::try_from(spool_id % u64::try_from(count).unwrap_or(1)).unwrap_or(0)
+    }
+}
+
+/// Splits the spool's event stream between `count` shards, on a task of
+/// the current runtime: each verdict to the shard whose message it is,
+/// broker state changes to all, forwarding latencies to shard 0 (the
+/// latency histogram is one for all shards). Returns shard 0's stream and
+/// the others', in order.
+pub(crate) fn share_spool(
+    mut events: mpsc::UnboundedReceiver<SpoolEvent>,
+    count: usize,
+) -> (
+    mpsc::UnboundedReceiver<SpoolEvent>,
+    Vec<mpsc::UnboundedReceiver<SpoolEvent>>,
+) {
+    let (senders, mut receivers): (Vec<_>, Vec<_>) =
+        (0..count.max(1)).map(|_| mpsc::unbounded_channel()).unzip();
+    let first = receivers.remove(0);
+    tokio::spawn(async move {
+        while let Some(event) = events.recv().await {
+            let to = match &event {
+                SpoolEvent::Spooled { id } | SpoolEvent::NotSpooled { id } => {
+                    Some(Shard::of(*id, count))
+                }
+                SpoolEvent::BrokerConnected | SpoolEvent::BrokerDisconnected { .. } => None,
+                _ => Some(0),
+            };
+            // A shard that stopped no longer needs its events.
+            match to.and_then(|shard| senders.get(shard)) {
+                Some(sender) => {
+                    let _ = sender.send(event);
+                }
+                None => {
+                    for sender in &senders {
+                        let _ = sender.send(event.clone());
+                    }
+                }
+            }
+        }
+    });
+    (first, receivers)
 }
 
 /// What the driver learns from its sink.
@@ -49,6 +124,15 @@ impl Sink {
         }
     }
 
+    /// Whether [`bridge`](Self::bridge) is this sink's own, not a bridge
+    /// it shares with other shards (the spool's, for shards other than 0).
+    pub(crate) fn owns_bridge(&self) -> bool {
+        match self {
+            Self::Broker { .. } => true,
+            Self::Spool { shard, .. } => shard.index == 0,
+        }
+    }
+
     /// Whether the engine may hand out publishes at start.
     pub(crate) fn accepting(&self) -> bool {
         match self {
@@ -73,8 +157,10 @@ impl Sink {
                 tracing::debug!(%error, id, "publish not taken by the bridge");
                 PublishResult::Unavailable
             }),
-            Self::Spool { spool, .. } => spool
-                .publish(id, outgoing.topic, outgoing.payload)
+            Self::Spool { spool, shard, .. } => shard
+                .spool_id(id)
+                .ok_or(SpoolError::Closed)
+                .and_then(|spool_id| spool.publish(spool_id, outgoing.topic, outgoing.payload))
                 .map_err(|error| {
                     tracing::debug!(%error, id, "publish not taken by the spool");
                     match error {
@@ -107,9 +193,10 @@ impl Sink {
                     broker_latency: None,
                 },
             }),
-            Self::Spool { events, .. } => loop {
+            Self::Spool { events, shard, .. } => loop {
+                let shard = *shard;
                 let verdict = |id, result| SinkEvent::Verdict {
-                    id,
+                    id: shard.local_id(id),
                     result,
                     broker_latency: None,
                 };
@@ -133,11 +220,15 @@ impl Sink {
     }
 
     /// Stops: the bridge flushes until `deadline`; a spool keeps what the
-    /// broker has not confirmed for the next start.
+    /// broker has not confirmed for the next start. Of a spool the shards
+    /// share, only shard 0 (which runs last) stops it.
     pub(crate) async fn shutdown(self, deadline: Instant) {
         match self {
             Self::Broker { bridge, .. } => bridge.shutdown(deadline).await,
-            Self::Spool { spool, .. } => spool.shutdown(deadline).await,
+            Self::Spool { spool, shard, .. } if shard.index == 0 => {
+                spool.shutdown(deadline).await;
+            }
+            Self::Spool { .. } => {}
         }
     }
 }

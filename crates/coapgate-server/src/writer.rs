@@ -1,7 +1,9 @@
 //! The store writer: the engine's store writes, carried out one after
 //! another on a thread of their own (and the store's own writer
 //! connection), never on the event loop. A locked or slow database delays
-//! only the requests that wait for a write.
+//! only the requests that wait for a write. The shards share the one
+//! writer (one writer connection, no lock contention between shards); each
+//! gets its answers on a channel of its own.
 
 use std::sync::mpsc as std_mpsc;
 use std::thread;
@@ -13,43 +15,43 @@ use tokio::sync::mpsc;
 
 use crate::ServerError;
 
-/// Hands store writes to the writer thread. Dropping it lets the thread
-/// finish what was queued and end.
+/// Where a shard's store writes are answered.
+pub(crate) type Answers = mpsc::UnboundedSender<(StoreWriteId, StoreResult)>;
+
+/// Hands store writes to the writer thread. Dropping every clone lets the
+/// thread finish what was queued and end.
+#[derive(Clone)]
 pub(crate) struct StoreWriter {
-    writes: std_mpsc::Sender<StoreWrite>,
+    writes: std_mpsc::Sender<(StoreWrite, Answers)>,
 }
 
 impl StoreWriter {
-    /// Starts the writer thread over `store`; its answers arrive on the
-    /// returned channel.
-    pub(crate) fn start(
-        store: Store,
-    ) -> Result<(Self, mpsc::UnboundedReceiver<(StoreWriteId, StoreResult)>), ServerError> {
-        let (writes, queue) = std_mpsc::channel::<StoreWrite>();
-        let (results, answers) = mpsc::unbounded_channel();
+    /// Starts the writer thread over `store`.
+    pub(crate) fn start(store: Store) -> Result<Self, ServerError> {
+        let (writes, queue) = std_mpsc::channel::<(StoreWrite, Answers)>();
         thread::Builder::new()
             .name("coapgate-store-writer".into())
             .spawn(move || {
-                for write in queue {
+                for (write, answers) in queue {
                     if Instant::now() > write.deadline {
                         tracing::warn!(write = write.id, "store write started after its deadline");
                     }
                     let result = execute(&store, &write.request);
-                    if results.send((write.id, result)).is_err() {
-                        return;
-                    }
+                    // A shard that stopped no longer needs its answer.
+                    let _ = answers.send((write.id, result));
                 }
             })
             .map_err(|source| ServerError::Io {
                 what: "spawn the store writer".into(),
                 source,
             })?;
-        Ok((Self { writes }, answers))
+        Ok(Self { writes })
     }
 
-    /// Queues a write; `false` if the writer thread has stopped.
-    pub(crate) fn submit(&self, write: StoreWrite) -> bool {
-        self.writes.send(write).is_ok()
+    /// Queues a write, to be answered on `answers`; `false` if the writer
+    /// thread has stopped.
+    pub(crate) fn submit(&self, write: StoreWrite, answers: &Answers) -> bool {
+        self.writes.send((write, answers.clone())).is_ok()
     }
 }
 
