@@ -12,9 +12,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use openssl::hash::MessageDigest;
-use openssl::pkey::{PKey, Private};
-use openssl::sign::Signer;
+use openssl::sha::Sha256;
 
 use crate::record::ClientHello;
 
@@ -24,43 +22,83 @@ pub(crate) const COOKIE_LEN: usize = 32;
 /// A cookie as it travels in the HelloVerifyRequest.
 pub(crate) type Cookie = [u8; COOKIE_LEN];
 
-/// An HMAC key held only inside OpenSSL (the raw bytes are wiped at once).
-struct Secret(PKey<Private>);
+/// SHA-256's block size, which HMAC pads the key to.
+const BLOCK: usize = 64;
+
+/// An HMAC-SHA256 key as the two SHA-256 states after absorbing the key
+/// XOR ipad and XOR opad (RFC 2104): each cookie then costs two state
+/// copies and the compression of its own input, with no provider lookup,
+/// no allocation and no context set-up. The raw key bytes are wiped at
+/// once; the states (equivalent to the key for making cookies) are
+/// overwritten on drop.
+struct Secret {
+    inner: Sha256,
+    outer: Sha256,
+}
 
 impl Secret {
     fn random() -> Result<Self, openssl::error::ErrorStack> {
-        let mut bytes = zeroize::Zeroizing::new([0u8; 32]);
-        openssl::rand::rand_bytes(&mut bytes[..])?;
-        Ok(Secret(PKey::hmac(&bytes[..])?))
+        let mut key = zeroize::Zeroizing::new([0u8; 32]);
+        openssl::rand::rand_bytes(&mut key[..])?;
+        Ok(Secret::new(&key))
     }
 
-    fn cookie(&self, addr: &SocketAddr, hello: &ClientHello<'_>) -> Option<Cookie> {
-        let mut signer = Signer::new(MessageDigest::sha256(), &self.0).ok()?;
+    fn new(key: &[u8; 32]) -> Self {
+        let mut pad = zeroize::Zeroizing::new([0u8; BLOCK]);
+        let mut keyed = |byte: u8| {
+            pad.fill(byte);
+            for (p, k) in pad.iter_mut().zip(key) {
+                *p ^= k;
+            }
+            let mut state = Sha256::new();
+            state.update(&pad[..]);
+            state
+        };
+        Secret {
+            inner: keyed(0x36),
+            outer: keyed(0x5c),
+        }
+    }
+
+    fn cookie(&self, addr: &SocketAddr, hello: &ClientHello<'_>) -> Cookie {
+        let mut mac = self.inner.clone();
         match addr {
             SocketAddr::V4(a) => {
-                signer.update(&[4]).ok()?;
-                signer.update(&a.ip().octets()).ok()?;
+                mac.update(&[4]);
+                mac.update(&a.ip().octets());
             }
             SocketAddr::V6(a) => {
-                signer.update(&[6]).ok()?;
-                signer.update(&a.ip().octets()).ok()?;
+                mac.update(&[6]);
+                mac.update(&a.ip().octets());
             }
         }
-        signer.update(&addr.port().to_be_bytes()).ok()?;
-        signer.update(&hello.client_version.to_be_bytes()).ok()?;
-        signer.update(hello.random).ok()?;
+        mac.update(&addr.port().to_be_bytes());
+        mac.update(&hello.client_version.to_be_bytes());
+        mac.update(hello.random);
         // Length-prefix the variable fields so no two inputs collide.
         for field in [
             hello.session_id,
             hello.cipher_suites,
             hello.compression_methods,
         ] {
-            signer.update(&(field.len() as u16).to_be_bytes()).ok()?;
-            signer.update(field).ok()?;
+            mac.update(&(field.len() as u16).to_be_bytes());
+            mac.update(field);
         }
-        let mut out = [0u8; COOKIE_LEN];
-        let n = signer.sign(&mut out).ok()?;
-        (n == COOKIE_LEN).then_some(out)
+        let mut outer = self.outer.clone();
+        outer.update(&mac.finish());
+        outer.finish()
+    }
+}
+
+impl Drop for Secret {
+    fn drop(&mut self) {
+        // Best effort without unsafe code: overwrite both states with the
+        // key-independent initial state; `black_box` keeps the stores from
+        // being optimised away as dead.
+        self.inner = Sha256::new();
+        self.outer = Sha256::new();
+        std::hint::black_box(&mut self.inner);
+        std::hint::black_box(&mut self.outer);
     }
 }
 
@@ -113,7 +151,7 @@ impl CookieJar {
     }
 
     /// The cookie for this client under the current secret.
-    pub(crate) fn cookie(&self, addr: &SocketAddr, hello: &ClientHello<'_>) -> Option<Cookie> {
+    pub(crate) fn cookie(&self, addr: &SocketAddr, hello: &ClientHello<'_>) -> Cookie {
         self.current.cookie(addr, hello)
     }
 
@@ -126,7 +164,7 @@ impl CookieJar {
         [Some(&self.current), self.previous.as_ref()]
             .into_iter()
             .flatten()
-            .filter_map(|secret| secret.cookie(addr, hello))
+            .map(|secret| secret.cookie(addr, hello))
             .find(|expected| openssl::memcmp::eq(expected, hello.cookie))
     }
 }
@@ -162,7 +200,7 @@ mod tests {
         let other: SocketAddr = "127.0.0.1:5001".parse().unwrap();
         let bytes = hello_bytes();
         let hello = parse_client_hello(&bytes).unwrap();
-        let cookie = jar.cookie(&addr, &hello).unwrap();
+        let cookie = jar.cookie(&addr, &hello);
         let second = with_cookie(&hello, &cookie);
         let second = parse_client_hello(&second).unwrap();
         assert!(jar.verify(&addr, &second).is_some());
@@ -180,5 +218,47 @@ mod tests {
         // Rotated late, but the previous secret still expires on schedule.
         jar.rotate_if_due(t0 + rotation * 2);
         assert!(jar.verify(&addr, &second).is_none(), "two periods");
+    }
+
+    #[test]
+    fn the_midstate_hmac_is_hmac_sha256() {
+        use openssl::hash::MessageDigest;
+        use openssl::pkey::PKey;
+        use openssl::sign::Signer;
+
+        let key = [0x5a; 32];
+        let secret = Secret::new(&key);
+        let bytes = hello_bytes();
+        let hello = parse_client_hello(&bytes).unwrap();
+        for addr in ["192.0.2.7:5684", "[2001:db8::1]:61000"] {
+            let addr: SocketAddr = addr.parse().unwrap();
+            let mut input = Vec::new();
+            match addr {
+                SocketAddr::V4(a) => {
+                    input.push(4);
+                    input.extend_from_slice(&a.ip().octets());
+                }
+                SocketAddr::V6(a) => {
+                    input.push(6);
+                    input.extend_from_slice(&a.ip().octets());
+                }
+            }
+            input.extend_from_slice(&addr.port().to_be_bytes());
+            input.extend_from_slice(&hello.client_version.to_be_bytes());
+            input.extend_from_slice(hello.random);
+            for field in [
+                hello.session_id,
+                hello.cipher_suites,
+                hello.compression_methods,
+            ] {
+                input.extend_from_slice(&(field.len() as u16).to_be_bytes());
+                input.extend_from_slice(field);
+            }
+            let pkey = PKey::hmac(&key).unwrap();
+            let mut signer = Signer::new(MessageDigest::sha256(), &pkey).unwrap();
+            signer.update(&input).unwrap();
+            let expected = signer.sign_to_vec().unwrap();
+            assert_eq!(secret.cookie(&addr, &hello).to_vec(), expected, "{addr}");
+        }
     }
 }

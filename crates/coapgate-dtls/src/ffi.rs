@@ -1,6 +1,6 @@
 //! The only FFI in this crate: OpenSSL's DTLS retransmission timer, the
-//! payload size that fits the MTU and the record size cap, none of which
-//! the `openssl` crate wraps.
+//! payload size that fits the MTU, the record size cap and `DTLSv1_listen`,
+//! none of which the `openssl` crate wraps.
 //!
 //! - `DTLSv1_get_timeout` is the macro `SSL_ctrl(ssl, DTLS_CTRL_GET_TIMEOUT
 //!   (73), 0, struct timeval *)`: 1 and the time left when a retransmission
@@ -14,6 +14,16 @@
 //!   negotiated cipher's overhead.
 //! - `SSL_set_max_send_fragment` is the macro `SSL_ctrl(ssl,
 //!   SSL_CTRL_SET_MAX_SEND_FRAGMENT (52), len, NULL)`.
+//! - `DTLSv1_listen(ssl, BIO_ADDR *client)` (OpenSSL ≥ 1.1.0) is a real
+//!   function: it reads one datagram from the `SSL`'s read BIO; for a
+//!   ClientHello whose cookie the verify callback accepts it buffers that
+//!   record for the handshake, sets the handshake message numbers (read 1,
+//!   write 1) and the record write sequence to the ClientHello's, as after
+//!   its own HelloVerifyRequest, and returns 1; otherwise it writes a
+//!   HelloVerifyRequest (generate callback) or drops the datagram and
+//!   returns ≤ 0. It writes the peer address (or clears it) into `client`,
+//!   which must not be null; `BIO_ADDR_new` / `BIO_ADDR_free` allocate and
+//!   free one.
 //!
 //! Every function takes the `SslStream` by `&mut`, so while OpenSSL runs
 //! (and possibly writes a retransmission into the stream's BIO) nothing else
@@ -32,6 +42,9 @@ const DTLS_CTRL_HANDLE_TIMEOUT: c_int = 74;
 
 unsafe extern "C" {
     fn DTLS_get_data_mtu(ssl: *const openssl_sys::SSL) -> size_t;
+    fn DTLSv1_listen(ssl: *mut openssl_sys::SSL, client: *mut c_void) -> c_int;
+    fn BIO_ADDR_new() -> *mut c_void;
+    fn BIO_ADDR_free(addr: *mut c_void);
 }
 
 /// Time left on the DTLS retransmission timer, `None` when none runs.
@@ -104,4 +117,30 @@ pub(crate) fn set_max_send_fragment(ssl: &mut openssl::ssl::SslRef, len: usize) 
         )
     };
     ok == 1
+}
+
+/// `DTLSv1_listen` on a fresh server `Ssl` whose BIO holds one datagram
+/// that starts with a ClientHello with a cookie: whether OpenSSL took it
+/// as the ClientHello after a cookie exchange (the next `do_handshake`
+/// answers it with the ServerHello flight).
+pub(crate) fn listen<S: Read + Write>(stream: &mut SslStream<S>) -> bool {
+    // SAFETY: BIO_ADDR_new takes nothing and returns a newly allocated,
+    // cleared BIO_ADDR that we own, or null (checked below).
+    let client = unsafe { BIO_ADDR_new() };
+    if client.is_null() {
+        return false;
+    }
+    let ssl = stream.ssl().as_ptr();
+    // SAFETY: `ssl` is a live `SSL*` owned by `stream`, borrowed mutably
+    // for the call, so OpenSSL may read from and write to the stream's BIO
+    // (whose Rust state `stream` owns and nobody else can reach now) and
+    // call the context's cookie callbacks, which only read the `SSL`'s ex
+    // data. `client` is a valid BIO_ADDR that lives until the free below;
+    // OpenSSL writes the peer address into it or clears it, and keeps no
+    // pointer to it.
+    let taken = unsafe { DTLSv1_listen(ssl, client) };
+    // SAFETY: `client` came from BIO_ADDR_new, is freed exactly once, and
+    // nothing refers to it any more.
+    unsafe { BIO_ADDR_free(client) };
+    taken == 1
 }

@@ -51,12 +51,16 @@
 //!   the peer's OpenSSL `Ssl`, if the address is within
 //!   [`DtlsConfig::handshake_limit`] (new handshakes a second per IP) and
 //!   [`DtlsConfig::max_handshakes`] and [`DtlsConfig::max_sessions`]
-//!   allow. OpenSSL's state machine insists on doing the cookie round trip
-//!   itself, so the server first feeds it a copy of the ClientHello without
-//!   cookie and with message_seq 0, lets it write its own HelloVerifyRequest
-//!   (with the *same* cookie, through the cookie callbacks) and discards
-//!   that, then feeds the real second ClientHello. The DTLS 1.2 transcript
-//!   starts at that second ClientHello, so the handshake is the one the
+//!   allow. The ClientHello then goes to OpenSSL once: through
+//!   `DTLSv1_listen`, whose cookie callback only compares with the cookie
+//!   already checked, and which numbers OpenSSL's messages and records to
+//!   follow the client's second ClientHello (message_seq 1), as after its
+//!   own cookie exchange. A ClientHello with any other message_seq (0, or
+//!   2 and up after a refused cookie) is rare and takes the general path:
+//!   the server first feeds OpenSSL cookie-less copies of it, discards the
+//!   HelloVerifyRequests OpenSSL writes (with the *same* cookie, through
+//!   the callbacks), then feeds the real one. Either way the DTLS 1.2
+//!   transcript starts at that ClientHello, so the handshake is the one the
 //!   client sees.
 //! - Anything else goes to the peer's handshake or session, by source
 //!   address; datagrams from addresses without either are dropped.

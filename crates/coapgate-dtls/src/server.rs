@@ -432,10 +432,7 @@ impl DtlsServer {
     }
 
     fn send_hello_verify_request(&mut self, to: SocketAddr, hello: &ClientHello<'_>, len: usize) {
-        let Some(cookie) = self.cookies.cookie(&to, hello) else {
-            self.stats.datagrams_dropped += 1;
-            return;
-        };
+        let cookie = self.cookies.cookie(&to, hello);
         let bytes = record::hello_verify_request(hello, &cookie);
         if bytes.len() >= len {
             // Never answer a spoofable datagram with more bytes than it had.
@@ -446,8 +443,16 @@ impl DtlsServer {
         self.events.push_back(DtlsEvent::Transmit { to, bytes });
     }
 
-    /// Creates the `Ssl` for a ClientHello with a valid cookie and walks
-    /// OpenSSL through the cookie exchange that already happened.
+    /// Creates the `Ssl` for a ClientHello with a valid cookie and hands it
+    /// the ClientHello as the second one of a cookie exchange.
+    ///
+    /// The usual case, a ClientHello with message_seq 1 (the client's
+    /// second, RFC 6347 §4.2.1), goes through `DTLSv1_listen`: OpenSSL
+    /// parses it once, asks the verify callback (a compare with the cookie
+    /// we just checked), buffers it and numbers its own messages and
+    /// records to follow it, as if it had sent the HelloVerifyRequest
+    /// itself. Any other message_seq (0, or 2 and up after a rejected
+    /// cookie) gets the general path, `replay_cookie_exchange`.
     fn start_handshake(
         &mut self,
         now: Instant,
@@ -456,7 +461,13 @@ impl DtlsServer {
         data: &[u8],
         cookie: Cookie,
     ) {
-        let stream = match self.replay_cookie_exchange(hello, cookie) {
+        let listened = hello.message_seq == 1;
+        let stream = if listened {
+            self.listen(data, cookie)
+        } else {
+            self.replay_cookie_exchange(hello, cookie)
+        };
+        let stream = match stream {
             Ok(stream) => stream,
             Err(why) => {
                 tracing::debug!(%from, why, "DTLS: could not start a handshake");
@@ -479,16 +490,56 @@ impl DtlsServer {
                     random,
                 },
                 timer: None,
-                // OpenSSL's HelloVerifyRequests took record numbers
-                // 0..message_seq; its ServerHello must carry the second
-                // ClientHello's number, as after DTLSv1_listen.
-                seq_offset: hello
-                    .record_seq
-                    .saturating_sub(u64::from(hello.message_seq)),
+                // After a replay, OpenSSL's HelloVerifyRequests took record
+                // numbers 0..message_seq; its ServerHello must carry the
+                // second ClientHello's number, as after DTLSv1_listen
+                // (which sets that number itself).
+                seq_offset: if listened {
+                    0
+                } else {
+                    hello
+                        .record_seq
+                        .saturating_sub(u64::from(hello.message_seq))
+                },
             },
         );
         self.peers.entry(from).or_default().handshake = Some(id);
-        self.feed_handshake(now, id, data);
+        if listened {
+            self.drive_handshake(now, id, false);
+        } else {
+            self.feed_handshake(now, id, data);
+        }
+    }
+
+    /// A fresh server `Ssl` in accept state over an empty [`Pipe`], whose
+    /// cookie callbacks accept exactly `cookie`.
+    fn new_stream(&self, cookie: Cookie) -> Result<SslStream<Pipe>, &'static str> {
+        let mut ssl = Ssl::new(&self.ctx).map_err(|_| "Ssl::new failed")?;
+        ssl.set_mtu(self.config.mtu)
+            .map_err(|_| "OpenSSL refused the MTU")?;
+        if !ffi::set_max_send_fragment(&mut ssl, (self.config.mtu as usize).clamp(512, 16_384)) {
+            return Err("OpenSSL refused the max send fragment");
+        }
+        ssl.set_ex_data(self.cookie_index, cookie);
+        ssl.set_accept_state();
+        SslStream::new(ssl, Pipe::default()).map_err(|_| "no BIO")
+    }
+
+    /// A fresh server `Ssl` that has taken `data` (a ClientHello with
+    /// message_seq 1 and a valid cookie) through `DTLSv1_listen`: its next
+    /// `do_handshake` writes the ServerHello flight.
+    fn listen(&self, data: &[u8], cookie: Cookie) -> Result<SslStream<Pipe>, &'static str> {
+        let mut stream = self.new_stream(cookie)?;
+        stream.get_mut().push(data.to_vec());
+        let taken = ffi::listen(&mut stream);
+        // Had the verify callback refused the cookie, OpenSSL would have
+        // written a HelloVerifyRequest: never send it.
+        let wrote = !stream.get_mut().take_outbox().is_empty();
+        stream.get_mut().clear_inbox();
+        if !taken || wrote {
+            return Err("DTLSv1_listen did not take the ClientHello");
+        }
+        Ok(stream)
     }
 
     /// A fresh server `Ssl` that has answered cookie-less copies of `hello`
@@ -500,15 +551,7 @@ impl DtlsServer {
         hello: &ClientHello<'_>,
         cookie: Cookie,
     ) -> Result<SslStream<Pipe>, &'static str> {
-        let mut ssl = Ssl::new(&self.ctx).map_err(|_| "Ssl::new failed")?;
-        ssl.set_mtu(self.config.mtu)
-            .map_err(|_| "OpenSSL refused the MTU")?;
-        if !ffi::set_max_send_fragment(&mut ssl, (self.config.mtu as usize).clamp(512, 16_384)) {
-            return Err("OpenSSL refused the max send fragment");
-        }
-        ssl.set_ex_data(self.cookie_index, cookie);
-        ssl.set_accept_state();
-        let mut stream = SslStream::new(ssl, Pipe::default()).map_err(|_| "no BIO")?;
+        let mut stream = self.new_stream(cookie)?;
         let k = u64::from(hello.message_seq);
         for seq in 0..hello.message_seq {
             // Record sequence numbers below the real one when there is room
@@ -552,6 +595,16 @@ impl DtlsServer {
             return false;
         };
         conn.stream.get_mut().push(filtered);
+        self.drive_handshake(now, id, finished);
+        true
+    }
+
+    /// Runs OpenSSL's handshake on what was fed to `id`; `finished`: the
+    /// input held the client's (encrypted) Finished.
+    fn drive_handshake(&mut self, now: Instant, id: SessionId, finished: bool) {
+        let Some(conn) = self.conns.get_mut(&id) else {
+            return;
+        };
         let result = conn.stream.do_handshake();
         let state = conn.stream.ssl().state_string();
         conn.stream.get_mut().clear_inbox();
@@ -575,7 +628,6 @@ impl DtlsServer {
                 self.abort_handshake(id, Abort::Failed("OpenSSL ended the handshake"));
             }
         }
-        true
     }
 
     fn rearm_handshake(&mut self, now: Instant, id: SessionId) {
@@ -791,7 +843,7 @@ impl DtlsServer {
     ) -> Option<Vec<u8>> {
         self.cookies.rotate_if_due(now);
         let hello = record::parse_client_hello(datagram).ok()?;
-        let cookie = self.cookies.cookie(&addr, &hello)?;
+        let cookie = self.cookies.cookie(&addr, &hello);
         Some(record::with_cookie(&hello, &cookie))
     }
 }

@@ -330,3 +330,31 @@ fn a_lost_final_flight_is_resent_when_the_client_repeats_its_own() {
     pair.pump();
     assert_eq!(pair.data().len(), 1);
 }
+
+#[test]
+fn a_client_whose_cookie_went_stale_gets_a_new_one_and_then_in() {
+    // Two cookie rotations pass between the client's first and second
+    // ClientHello, so its cookie is refused with a new HelloVerifyRequest
+    // and its third ClientHello carries message_seq 2: the general path
+    // (OpenSSL walked through the earlier exchanges), not DTLSv1_listen's.
+    let mut pair = Pair::new(config(), Table::with(ICCID, PSK));
+    let c = pair.add(Client::new(addr(1), SUITES[0], ICCID, PSK));
+    for d in pair.clients[c].step() {
+        pair.inject(addr(1), &d);
+    }
+    pair.advance(config().cookie_rotation * 2 + Duration::from_secs(1));
+    pair.pump();
+    assert!(pair.clients[c].connected);
+    assert_eq!(pair.established().len(), 1);
+    assert_eq!(pair.server.stats().cookies_sent, 2);
+    let hellos: Vec<u16> = pair.clients[c]
+        .sent
+        .iter()
+        .filter(|d| d[0] == 22 && d[13] == 1)
+        .map(|d| u16::from_be_bytes([d[17], d[18]]))
+        .collect();
+    assert_eq!(hellos, vec![0, 1, 2], "ClientHello message_seqs");
+    pair.clients[c].write(b"after two cookies");
+    pair.pump();
+    assert_eq!(pair.data().len(), 1);
+}
