@@ -12,15 +12,15 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use coapgate_endpoint::{Endpoint, EndpointConfig, Link, Output, Publish, PublishResult, Transmit};
-use coapgate_model::{Device, DeviceDirectory, DeviceStatus};
+use coapgate_model::{Device, DeviceDirectory, DeviceEntry, DeviceStatus};
 
 /// Devices by IP address, all in memory (a real driver keeps such a view
 /// current from its store).
 struct Directory(HashMap<IpAddr, Arc<Device>>);
 
 impl DeviceDirectory for Directory {
-    fn by_ip(&self, ip: IpAddr) -> Option<Arc<Device>> {
-        self.0.get(&ip).cloned()
+    fn by_ip(&self, ip: IpAddr) -> Option<DeviceEntry> {
+        self.0.get(&ip).map(|d| d.entry())
     }
 }
 

@@ -18,7 +18,7 @@ use coapgate_exchange::{
     Ticket, whole_seconds,
 };
 use coapgate_location::PositionStore;
-use coapgate_model::{Device, DeviceDirectory, Iccid, Registrations};
+use coapgate_model::{DeviceDirectory, DeviceEntry, Iccid, Registrations};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
@@ -401,7 +401,7 @@ impl Endpoint {
         }
     }
 
-    fn authorised_device(&self, from: Link) -> Option<Arc<Device>> {
+    fn authorised_device(&self, from: Link) -> Option<DeviceEntry> {
         let ip: IpAddr = from.addr().ip().to_canonical();
         let device = self.devices.by_ip(ip).filter(|d| d.is_active())?;
         match from {

@@ -59,7 +59,7 @@ use std::time::{Duration, Instant, SystemTime};
 use coapgate_codec::{self as codec, MessageClass, MessageType, ResponseType};
 use coapgate_exchange::DedupLimits;
 use coapgate_exchange::clock::{self, Timers};
-use coapgate_model::{Device, DeviceDirectory, DeviceStatus};
+use coapgate_model::{Device, DeviceDirectory, DeviceEntry, DeviceStatus};
 
 use crate::{Endpoint, EndpointConfig, Link, Output, PublishId, PublishResult, Transmit};
 
@@ -251,8 +251,8 @@ pub fn run(data: &[u8]) -> Trace {
 struct OneDevice(Arc<Device>);
 
 impl DeviceDirectory for OneDevice {
-    fn by_ip(&self, ip: IpAddr) -> Option<Arc<Device>> {
-        (ip == self.0.ip).then(|| self.0.clone())
+    fn by_ip(&self, ip: IpAddr) -> Option<DeviceEntry> {
+        (ip == self.0.ip).then(|| self.0.entry())
     }
 }
 

@@ -24,12 +24,12 @@
 //! use coapgate_dtls::{DtlsConfig, DtlsServer, Key};
 //! use coapgate_endpoint::{Endpoint, EndpointConfig, PublishResult};
 //! use coapgate_gateway::{Gateway, Listener, Output};
-//! use coapgate_model::{Device, DeviceDirectory, DeviceStatus};
+//! use coapgate_model::{Device, DeviceDirectory, DeviceEntry, DeviceStatus};
 //!
 //! struct OneDevice(Arc<Device>);
 //! impl DeviceDirectory for OneDevice {
-//!     fn by_ip(&self, ip: std::net::IpAddr) -> Option<Arc<Device>> {
-//!         (ip == self.0.ip).then(|| self.0.clone())
+//!     fn by_ip(&self, ip: std::net::IpAddr) -> Option<DeviceEntry> {
+//!         (ip == self.0.ip).then(|| self.0.entry())
 //!     }
 //! }
 //! let device = Device {

@@ -18,7 +18,7 @@ use coapgate_endpoint::codec::{self, MessageClass, MessageType, ResponseType};
 use coapgate_endpoint::{Endpoint, EndpointConfig, Publish, PublishResult};
 use coapgate_exchange::clock::{self, Timers};
 use coapgate_gateway::{Datagram, Gateway, Listener, Output};
-use coapgate_model::{Device, DeviceDirectory, DeviceStatus};
+use coapgate_model::{Device, DeviceDirectory, DeviceEntry, DeviceStatus};
 use support::Client;
 
 const ICCID: &str = "8988228066602306711";
@@ -28,8 +28,8 @@ const SUITE: &str = "PSK-AES128-CBC-SHA256";
 struct Devices(HashMap<IpAddr, Arc<Device>>);
 
 impl DeviceDirectory for Devices {
-    fn by_ip(&self, ip: IpAddr) -> Option<Arc<Device>> {
-        self.0.get(&ip).cloned()
+    fn by_ip(&self, ip: IpAddr) -> Option<DeviceEntry> {
+        self.0.get(&ip).map(|d| d.entry())
     }
 }
 

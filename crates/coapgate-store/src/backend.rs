@@ -30,8 +30,11 @@ pub(crate) trait Backend: Send + Sync {
     fn name(&self) -> &'static str;
     /// One trivial round trip.
     fn ping(&self) -> Result<(), StoreError>;
-    /// Every row the in-memory views are built from, read consistently.
-    fn snapshot(&self) -> Result<Snapshot, StoreError>;
+    /// Every row the in-memory views are built from, read consistently:
+    /// the devices and PSKs handed to `rows` one at a time (a million rows
+    /// never sit in memory at once as strings), the rest returned (its
+    /// `devices` and `psks` empty).
+    fn snapshot(&self, rows: &mut dyn Rows) -> Result<Snapshot, StoreError>;
 
     /// Creates or replaces a device (its `ip` already canonical);
     /// [`StoreError::IpInUse`] when another device has the address.
@@ -115,6 +118,34 @@ pub(crate) enum Change {
     Unknown,
 }
 
+/// Receives the device and PSK rows of a full load
+/// ([`Backend::snapshot`]), borrowed from the database's buffers.
+pub(crate) trait Rows {
+    /// How many rows of each are coming (to size the tables once).
+    fn expect(&mut self, devices: usize, psks: usize);
+    /// One `devices` row; an error stops the load.
+    fn device(&mut self, row: DeviceRow<'_>) -> Result<(), StoreError>;
+    /// One `psks` row; an error stops the load.
+    fn psk(&mut self, row: PskRow<'_>) -> Result<(), StoreError>;
+}
+
+/// A `devices` row as stored, borrowed, before validation.
+pub(crate) struct DeviceRow<'a> {
+    pub iccid: &'a str,
+    pub imsi: Option<&'a str>,
+    pub ip: &'a str,
+    pub status: &'a str,
+    pub name: Option<&'a str>,
+}
+
+/// A `psks` row as stored, borrowed, before validation.
+pub(crate) struct PskRow<'a> {
+    pub iccid: &'a str,
+    pub secret: &'a str,
+    pub origin: &'a str,
+    pub last_bootstrap_ms: Option<i64>,
+}
+
 /// Every row the in-memory views hold, as stored.
 #[derive(Default)]
 pub(crate) struct Snapshot {
@@ -162,12 +193,29 @@ pub(crate) struct RawTemplate {
 
 impl RawDevice {
     pub(crate) fn into_device(self) -> Result<Device, StoreError> {
+        self.row().to_device()
+    }
+
+    pub(crate) fn row(&self) -> DeviceRow<'_> {
+        DeviceRow {
+            iccid: &self.iccid,
+            imsi: self.imsi.as_deref(),
+            ip: &self.ip,
+            status: &self.status,
+            name: self.name.as_deref(),
+        }
+    }
+}
+
+impl DeviceRow<'_> {
+    /// The device, validated; [`StoreError::Corrupt`] names the field.
+    pub(crate) fn to_device(&self) -> Result<Device, StoreError> {
         let corrupt = |field: &str, why: &dyn fmt::Display| StoreError::Corrupt {
-            key: self.iccid.clone(),
+            key: self.iccid.to_owned(),
             reason: format!("{field}: {why}"),
         };
         let iccid = self.iccid.parse().map_err(|e| corrupt("iccid", &e))?;
-        let imsi = match &self.imsi {
+        let imsi = match self.imsi {
             Some(imsi) => Some(imsi.parse().map_err(|e| corrupt("imsi", &e))?),
             None => None,
         };
@@ -178,8 +226,19 @@ impl RawDevice {
             imsi,
             ip: canonical_ip(ip),
             status,
-            name: self.name,
+            name: self.name.map(str::to_owned),
         })
+    }
+}
+
+impl RawPsk {
+    pub(crate) fn row(&self) -> PskRow<'_> {
+        PskRow {
+            iccid: &self.iccid,
+            secret: &self.secret,
+            origin: &self.origin,
+            last_bootstrap_ms: self.last_bootstrap_ms,
+        }
     }
 }
 

@@ -311,9 +311,9 @@ impl Store {
         }
         for device in devices {
             let iccid = device.iccid.clone();
-            inner.view.put(device);
+            inner.view.put(&device);
             match psks.get(&iccid) {
-                Some(key) => inner.psk_keys.set_key(&iccid, key.clone()),
+                Some(key) => inner.psk_keys.set_key(&iccid, key),
                 None => inner.psk_keys.remove(&iccid),
             }
         }

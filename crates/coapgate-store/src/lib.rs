@@ -109,6 +109,7 @@
 #![forbid(unsafe_code)]
 
 mod backend;
+mod compact;
 mod error;
 mod follow;
 mod positions;
@@ -260,7 +261,7 @@ impl Store {
         let _writing = self.writing();
         let outcome = self.inner.db.put_device(&device)?;
         tracing::debug!(iccid = %device.iccid, ip = %device.ip, ?outcome, "device stored");
-        self.inner.view.put(device);
+        self.inner.view.put(&device);
         Ok(outcome)
     }
 
@@ -322,21 +323,18 @@ impl Store {
     }
 
     fn load_views(&self) -> Result<usize, StoreError> {
-        let snapshot = self.inner.db.snapshot()?;
-        // Validate everything before replacing anything.
-        let devices = snapshot
-            .devices
-            .into_iter()
-            .map(RawDevice::into_device)
-            .collect::<Result<Vec<_>, _>>()?;
-        let count = devices.len();
-        let keys = PskKeys::parse(&snapshot.psks)?;
+        // Validate everything before replacing anything: the new tables are
+        // built row by row, and swapped in only when every row was read.
+        let mut loaded = Loaded::default();
+        let snapshot = self.inner.db.snapshot(&mut loaded)?;
         let tracking = positions::Tracking::parse(snapshot.latest, &snapshot.registered)?;
         let template = templates::Current::parse(snapshot.template)?;
-        self.inner.psk_keys.replace(keys);
+        let count = loaded.devices.len();
+        loaded.keys.fit();
+        self.inner.psk_keys.replace(loaded.keys);
         self.inner.tracking.replace(tracking);
         self.inner.template.replace(template);
-        self.inner.view.load(devices);
+        self.inner.view.replace(loaded.devices);
         Ok(count)
     }
 
@@ -358,6 +356,37 @@ impl Store {
             .sync
             .read()
             .unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// The device view's and the PSK keys' tables of a full load, built from
+/// the rows as the backend reads them.
+#[derive(Default)]
+struct Loaded {
+    devices: view::Table,
+    keys: psk::KeyTable,
+}
+
+impl backend::Rows for Loaded {
+    fn expect(&mut self, devices: usize, psks: usize) {
+        // Generated PSKs are 16 bytes, operator ones 8 to 256; the arena
+        // grows by copying if this is short, and is fitted at the end.
+        self.devices = view::Table::with_capacity(devices);
+        self.keys = psk::KeyTable::with_capacity(psks, psks.saturating_mul(32));
+    }
+
+    fn device(&mut self, row: backend::DeviceRow<'_>) -> Result<(), StoreError> {
+        // The view keeps no name: leave it in the database's buffer.
+        let device = backend::DeviceRow { name: None, ..row }.to_device()?;
+        self.devices.put(&device);
+        Ok(())
+    }
+
+    fn psk(&mut self, row: backend::PskRow<'_>) -> Result<(), StoreError> {
+        let record = psk::restore_row(&row)?;
+        let iccid = backend::parse_iccid(row.iccid, "psk")?;
+        self.keys.set(&iccid, &record.key());
+        Ok(())
     }
 }
 

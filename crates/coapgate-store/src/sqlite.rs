@@ -18,8 +18,8 @@ use rusqlite::{
 use zeroize::Zeroizing;
 
 use crate::backend::{
-    Backend, ChangeFeed, RawDevice, RawPosition, RawPsk, RawTemplate, Snapshot, epoch_ms,
-    parse_iccid, sample_time,
+    Backend, ChangeFeed, DeviceRow, PskRow, RawDevice, RawPosition, RawPsk, RawTemplate, Rows,
+    Snapshot, epoch_ms, parse_iccid, sample_time,
 };
 use crate::error::Context;
 use crate::psk::restore;
@@ -135,6 +135,16 @@ fn migrate(conn: &mut Connection) -> Result<u32, StoreError> {
 
 const COLUMNS: &str = "iccid, imsi, ip, status, name";
 
+/// A TEXT column, borrowed.
+fn text<'r>(row: &'r Row<'_>, column: usize) -> rusqlite::Result<&'r str> {
+    Ok(row.get_ref(column)?.as_str()?)
+}
+
+/// A TEXT column that may be NULL, borrowed.
+fn optional_text<'r>(row: &'r Row<'_>, column: usize) -> rusqlite::Result<Option<&'r str>> {
+    Ok(row.get_ref(column)?.as_str_or_null()?)
+}
+
 fn raw_device(row: &Row<'_>) -> rusqlite::Result<RawDevice> {
     Ok(RawDevice {
         iccid: row.get(0)?,
@@ -244,29 +254,54 @@ impl Backend for Sqlite {
             .context("ping the database")
     }
 
-    fn snapshot(&self) -> Result<Snapshot, StoreError> {
+    fn snapshot(&self, rows: &mut dyn Rows) -> Result<Snapshot, StoreError> {
         let mut conn = self.conn();
         // One read transaction: the views agree with each other.
         let tx = conn.transaction().context("start loading the views")?;
-        let devices = query_all(
-            &tx,
-            &format!("SELECT {COLUMNS} FROM devices"),
-            "load devices",
-            raw_device,
-        )?;
-        let psks = query_all(
-            &tx,
-            "SELECT iccid, secret, origin, last_bootstrap_ms FROM psks",
-            "load PSKs",
-            |row| {
-                Ok(RawPsk {
-                    iccid: row.get(0)?,
-                    secret: Zeroizing::new(row.get(1)?),
-                    origin: row.get(2)?,
-                    last_bootstrap_ms: row.get(3)?,
-                })
-            },
-        )?;
+        let (devices, psks): (i64, i64) = tx
+            .query_row(
+                "SELECT (SELECT count(*) FROM devices), (SELECT count(*) FROM psks)",
+                [],
+                |row| Ok((row.get(0)?, row.get(1)?)),
+            )
+            .context("count devices")?;
+        rows.expect(
+            usize::try_from(devices).unwrap_or(0),
+            usize::try_from(psks).unwrap_or(0),
+        );
+        // Each row is handed over borrowed from SQLite's buffers: no string
+        // is allocated per row.
+        {
+            const CONTEXT: &str = "load devices";
+            let mut stmt = tx
+                .prepare(&format!("SELECT {COLUMNS} FROM devices"))
+                .context(CONTEXT)?;
+            let mut found = stmt.query([]).context(CONTEXT)?;
+            while let Some(row) = found.next().context(CONTEXT)? {
+                rows.device(DeviceRow {
+                    iccid: text(row, 0).context(CONTEXT)?,
+                    imsi: optional_text(row, 1).context(CONTEXT)?,
+                    ip: text(row, 2).context(CONTEXT)?,
+                    status: text(row, 3).context(CONTEXT)?,
+                    name: optional_text(row, 4).context(CONTEXT)?,
+                })?;
+            }
+        }
+        {
+            const CONTEXT: &str = "load PSKs";
+            let mut stmt = tx
+                .prepare("SELECT iccid, secret, origin, last_bootstrap_ms FROM psks")
+                .context(CONTEXT)?;
+            let mut found = stmt.query([]).context(CONTEXT)?;
+            while let Some(row) = found.next().context(CONTEXT)? {
+                rows.psk(PskRow {
+                    iccid: text(row, 0).context(CONTEXT)?,
+                    secret: text(row, 1).context(CONTEXT)?,
+                    origin: text(row, 2).context(CONTEXT)?,
+                    last_bootstrap_ms: row.get(3).context(CONTEXT)?,
+                })?;
+            }
+        }
         // SQLite takes the bare columns from the row holding the MAX.
         let latest = query_all(
             &tx,
@@ -304,8 +339,8 @@ impl Backend for Sqlite {
             .context("load the template")?;
         tx.finish().context("finish loading the views")?;
         Ok(Snapshot {
-            devices,
-            psks,
+            devices: Vec::new(),
+            psks: Vec::new(),
             latest,
             registered,
             template,

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use coapgate_endpoint::{Endpoint, EndpointConfig, Link, Output, Publish, PublishResult};
-use coapgate_model::{Device, DeviceDirectory, DeviceStatus};
+use coapgate_model::{Device, DeviceDirectory, DeviceEntry, DeviceStatus};
 
 /// Devices in the directory.
 pub const DEVICES: usize = 10_000;
@@ -22,8 +22,8 @@ const STEP: Duration = Duration::from_micros(500);
 struct Directory(HashMap<IpAddr, Arc<Device>>);
 
 impl DeviceDirectory for Directory {
-    fn by_ip(&self, ip: IpAddr) -> Option<Arc<Device>> {
-        self.0.get(&ip).cloned()
+    fn by_ip(&self, ip: IpAddr) -> Option<DeviceEntry> {
+        self.0.get(&ip).map(|d| d.entry())
     }
 }
 

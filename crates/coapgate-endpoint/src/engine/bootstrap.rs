@@ -2,7 +2,7 @@
 
 use coapgate_bootstrap::{PskRecord, PskUpdate, answer};
 use coapgate_codec::ResponseType;
-use coapgate_model::{Device, Iccid};
+use coapgate_model::{DeviceEntry, Iccid};
 
 use super::publish::StoreWaiter;
 use super::{Endpoint, Outcome, Request};
@@ -14,7 +14,7 @@ impl Endpoint {
     /// the device's PSK record goes to the store as an output, and the
     /// request is answered (`ICCID,PSK,coapsEndpointUrl` as text/plain)
     /// when the stored record comes back.
-    pub(super) fn bootstrap(&mut self, request: &Request<'_>, device: &Device) -> Outcome {
+    pub(super) fn bootstrap(&mut self, request: &Request<'_>, device: &DeviceEntry) -> Outcome {
         if !self.bootstrap {
             return Outcome::code(ResponseType::NotFound);
         }

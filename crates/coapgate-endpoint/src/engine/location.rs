@@ -1,7 +1,7 @@
 //! `GET /location`: the device's latest position as CSV (spec.md §2.5).
 
 use coapgate_codec::ResponseType;
-use coapgate_model::Device;
+use coapgate_model::DeviceEntry;
 use zeroize::Zeroizing;
 
 use super::{Endpoint, Outcome};
@@ -10,7 +10,7 @@ use crate::response::Response;
 impl Endpoint {
     /// Step 8 for `GET /location`, over plain CoAP and DTLS: 2.05 text/plain
     /// CSV, or 4.04 when no position is known.
-    pub(super) fn location(&mut self, device: &Device) -> Outcome {
+    pub(super) fn location(&mut self, device: &DeviceEntry) -> Outcome {
         let latest = self
             .positions
             .as_ref()

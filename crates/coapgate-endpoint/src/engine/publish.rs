@@ -12,7 +12,7 @@ use std::time::{Instant, SystemTime};
 
 use coapgate_envelope::{DeviceRef, Meta};
 use coapgate_exchange::MessageKind;
-use coapgate_model::{Device, Iccid, epoch_millis};
+use coapgate_model::{DeviceEntry, Iccid, epoch_millis};
 use coapgate_topic::{Event, PublishTopic};
 use rand::Rng;
 
@@ -58,7 +58,7 @@ impl Endpoint {
     pub(super) fn envelope(
         &mut self,
         request: &Request<'_>,
-        device: &Device,
+        device: &DeviceEntry,
         build: impl FnOnce(&Meta<'_>) -> Vec<u8>,
     ) -> Vec<u8> {
         let message_id = uuid::Builder::from_random_bytes(self.rng.random()).into_uuid();
@@ -155,7 +155,7 @@ impl Endpoint {
 
     /// Publishes the device's `DEVICE_FIRST_TIME_REGISTERED` event if it
     /// was never confirmed and is not on its way.
-    pub(super) fn register_if_new(&mut self, request: &Request<'_>, device: &Device) {
+    pub(super) fn register_if_new(&mut self, request: &Request<'_>, device: &DeviceEntry) {
         let Some(registrations) = self.registrations.clone() else {
             return;
         };

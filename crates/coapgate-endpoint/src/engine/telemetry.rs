@@ -2,7 +2,7 @@
 
 use coapgate_codec::{self as codec, CoapOption, ResponseType};
 use coapgate_envelope::Body;
-use coapgate_model::Device;
+use coapgate_model::DeviceEntry;
 use coapgate_topic::{Event, PublishTopic, Topic};
 
 use coapgate_location::{GPS, Position};
@@ -16,7 +16,7 @@ use codec::option_number::{LOCATION_QUERY, URI_QUERY};
 
 impl Endpoint {
     /// Steps 7 and 8 for `POST /` and `POST /data`.
-    pub(super) fn telemetry(&mut self, request: &Request<'_>, device: &Device) -> Outcome {
+    pub(super) fn telemetry(&mut self, request: &Request<'_>, device: &DeviceEntry) -> Outcome {
         let packet = request.packet;
         let topic = match coapgate_topic::extract(
             codec::option_values(packet, URI_QUERY),
@@ -115,7 +115,7 @@ impl Endpoint {
         Outcome::Pending
     }
 
-    fn publish_topic(&self, device: &Device, topic: Option<&Topic>) -> PublishTopic {
+    fn publish_topic(&self, device: &DeviceEntry, topic: Option<&Topic>) -> PublishTopic {
         self.config
             .topics
             .render(&device.iccid, device.imsi.as_ref(), topic)

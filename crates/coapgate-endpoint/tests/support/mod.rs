@@ -19,7 +19,7 @@ use coapgate_endpoint::{
     StoreWrite, Transmit,
 };
 use coapgate_exchange::clock::{self, Timers};
-use coapgate_model::{Device, DeviceDirectory, DeviceStatus, Iccid};
+use coapgate_model::{Device, DeviceDirectory, DeviceEntry, DeviceStatus, Iccid};
 
 pub const ICCID: &str = "8988280666000000000";
 pub const IMSI: &str = "901405100000000";
@@ -42,8 +42,8 @@ impl Devices {
 }
 
 impl DeviceDirectory for Devices {
-    fn by_ip(&self, ip: IpAddr) -> Option<Arc<Device>> {
-        self.0.read().unwrap().get(&ip).cloned()
+    fn by_ip(&self, ip: IpAddr) -> Option<DeviceEntry> {
+        self.0.read().unwrap().get(&ip).map(|d| d.entry())
     }
 }
 

@@ -41,7 +41,7 @@ pub(crate) use target::Target;
 
 use self::pool::{Conn, Pool, Statements};
 use crate::backend::{
-    Backend, ChangeFeed, RawDevice, RawPosition, RawPsk, RawTemplate, Snapshot, epoch_ms,
+    Backend, ChangeFeed, RawDevice, RawPosition, RawPsk, RawTemplate, Rows, Snapshot, epoch_ms,
     parse_iccid, sample_time,
 };
 use crate::error::Context;
@@ -537,8 +537,19 @@ impl Backend for Postgres {
         })
     }
 
-    fn snapshot(&self) -> Result<Snapshot, StoreError> {
-        self.run(&self.pool, LOAD, |conn| read_rows(conn, None, true))
+    fn snapshot(&self, rows: &mut dyn Rows) -> Result<Snapshot, StoreError> {
+        let mut snapshot = self.run(&self.pool, LOAD, |conn| read_rows(conn, None, true))?;
+        let devices = std::mem::take(&mut snapshot.devices);
+        let psks = std::mem::take(&mut snapshot.psks);
+        rows.expect(devices.len(), psks.len());
+        for device in &devices {
+            rows.device(device.row())?;
+        }
+        drop(devices);
+        for psk in &psks {
+            rows.psk(psk.row())?;
+        }
+        Ok(snapshot)
     }
 
     fn put_device(&self, device: &Device) -> Result<Put, StoreError> {
