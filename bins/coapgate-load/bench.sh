@@ -17,7 +17,10 @@
 #
 # The generator runs on GEN_CPUS (default 1), servers and Mosquitto on
 # SERVER_CPUS (default 0), with taskset. SETS picks what to run (default
-# "plain dtls-requests dtls-handshakes"). OUT keeps the results (JSON lines)
+# "plain dtls-requests dtls-handshakes"); the set `shards` (not in the
+# default) runs coapgate → embedded broker with `[coap] threads` 1 and 2
+# (`embedded-t1`, `embedded-t2`) and pins nothing: the shards, the broker
+# and the generator share every core. OUT keeps the results (JSON lines)
 # in a directory of your choice; KEEP=1 keeps the run directories.
 #
 # Everything listens on 127.0.0.1 only; each server is stopped by its PID
@@ -76,12 +79,15 @@ run() {
         # start_coapgate starts Mosquitto and coapgate; pin both afterwards.
         start_coapgate "$server" "$coap_port" "$coaps_port" "$mqtt_port" "${dtls_args[@]}" --devices "$devices"
         ;;
+    embedded-t*)
+        THREADS=${server#embedded-t} start_coapgate embedded "$coap_port" "$coaps_port" "$mqtt_port" --devices "$devices"
+        ;;
     esac
     wait_ready "$coap_port"
-    pin_servers "$server_cpus"
+    [[ $set == shards ]] || pin_servers "$server_cpus"
     sleep 0.3
     case $set in
-    plain)
+    plain | shards)
         target=127.0.0.1:$coap_port
         load_args=(--concurrency "$concurrency" --requests 100000000 --payload-size 64)
         ;;
@@ -96,7 +102,9 @@ run() {
     esac
     local before_broker
     before_broker=$(broker_ticks)
-    "${pin_gen[@]}" "$bin/coapgate-load" "${dtls_args[@]}" --target "$target" --devices "$devices" \
+    local gen=("${pin_gen[@]}")
+    [[ $set == shards ]] && gen=()
+    "${gen[@]}" "$bin/coapgate-load" "${dtls_args[@]}" --target "$target" --devices "$devices" \
         "${load_args[@]}" "${key_args[@]}" --server-pid "$server_pid" \
         --duration "$seconds" --json >"$dir/report.json" 2>"$dir/load.err" || {
         echo "bench: $set $server ${devices}x$concurrency failed: $(cat "$dir/load.err")" >&2
@@ -122,6 +130,7 @@ for round in $(seq "$rounds"); do
         plain) loads=("64 1" "256 4"); servers=(floor libcoap mosquitto embedded) ;;
         dtls-requests) loads=("64 1" "256 4"); servers=(libcoap mosquitto embedded) ;;
         dtls-handshakes) loads=("16 1"); servers=(libcoap embedded) ;;
+        shards) loads=("64 1" "256 4"); servers=(embedded-t1 embedded-t2) ;;
         *) echo "unknown set $set" >&2; exit 2 ;;
         esac
         for load in "${loads[@]}"; do

@@ -55,7 +55,8 @@ trap cleanup EXIT
 
 # start_coapgate BROKER COAP_PORT COAPS_PORT MQTT_PORT [--print-config args…]
 # Writes $dir/coapgate.toml (CoAP and CoAPS on 127.0.0.1, COAPS_PORT 0 for
-# any, the admin API on ADMIN_PORT (0: any), the in-memory store, the embedded broker or Mosquitto on MQTT_PORT,
+# any, THREADS shards (default 1: the scripts pin the server to one core),
+# the admin API on ADMIN_PORT (0: any), the in-memory store, the embedded broker or Mosquitto on MQTT_PORT,
 # and the devices of `coapgate-load --print-config ARGS…`), starts
 # Mosquitto when BROKER is `mosquitto` (MOSQUITTO_EXTRA: more lines for
 # mosquitto.conf; MQTT_EXTRA: more lines for [mqtt]), then a release
@@ -64,7 +65,7 @@ start_coapgate() {
     local broker=$1 coap_port=$2 coaps_port=$3 mqtt_port=$4
     shift 4
     {
-        printf '[coap]\nbind = "127.0.0.1:%s"\n[coaps]\nbind = "127.0.0.1:%s"\n[admin]\nbind = "127.0.0.1:%s"\n[store]\nurl = "sqlite::memory:"\n[mqtt]\n' "$coap_port" "$coaps_port" "${ADMIN_PORT:-0}"
+        printf '[coap]\nbind = "127.0.0.1:%s"\nthreads = %s\n[coaps]\nbind = "127.0.0.1:%s"\n[admin]\nbind = "127.0.0.1:%s"\n[store]\nurl = "sqlite::memory:"\n[mqtt]\n' "$coap_port" "${THREADS:-1}" "$coaps_port" "${ADMIN_PORT:-0}"
         if [[ $broker == mosquitto ]]; then
             printf 'url = "mqtt://127.0.0.1:%s"\n' "$mqtt_port"
         else
