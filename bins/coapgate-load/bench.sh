@@ -60,7 +60,7 @@ run() {
     coap_port=$(free_pair)
     coaps_port=$((coap_port + 1))
     mqtt_port=$(free_port)
-    [[ $set == plain ]] || dtls_args=(--dtls)
+    [[ $set == plain || $set == shards ]] || dtls_args=(--dtls)
     case $server in
     floor)
         "${pin_server[@]}" "$bin/coapgate-load" --floor "127.0.0.1:$coap_port" &

@@ -102,7 +102,15 @@ impl Driver {
                     let _ = reply.send(self.snapshot());
                 }
                 event = self.sink.next(), if events_open => match event {
-                    Some(event) => self.on_sink_event(event),
+                    Some(event) => {
+                        self.on_sink_event(event);
+                        // And every verdict already there: their devices are
+                        // answered together, one sendmmsg.
+                        for _ in 0..RECV_BATCH {
+                            let Some(event) = self.sink.try_next() else { break };
+                            self.on_sink_event(event);
+                        }
+                    }
                     None => {
                         events_open = false;
                         self.gateway.handle_broker_state(false);

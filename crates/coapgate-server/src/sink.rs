@@ -97,6 +97,12 @@ pub(crate) fn share_spool(
     (first, receivers)
 }
 
+/// An event as the bridge or the spool reports it.
+enum Event {
+    Bridge(BridgeEvent),
+    Spool(SpoolEvent),
+}
+
 /// What the driver learns from its sink.
 pub(crate) enum SinkEvent {
     /// Whether the engine may hand out publishes now: the broker link with
@@ -175,34 +181,64 @@ impl Sink {
 
     /// The next event; `None` once the sink has stopped.
     pub(crate) async fn next(&mut self) -> Option<SinkEvent> {
-        match self {
-            Self::Broker { events, .. } => Some(match events.recv().await? {
+        loop {
+            let event = match self {
+                Self::Broker { events, .. } => Event::Bridge(events.recv().await?),
+                Self::Spool { events, .. } => Event::Spool(events.recv().await?),
+            };
+            if let Some(event) = self.translate(event) {
+                return Some(event);
+            }
+        }
+    }
+
+    /// An event that is there already, without waiting (so that a loop
+    /// turn handles every verdict that has arrived, and answers their
+    /// devices with one `sendmmsg`).
+    pub(crate) fn try_next(&mut self) -> Option<SinkEvent> {
+        loop {
+            let event = match self {
+                Self::Broker { events, .. } => Event::Bridge(events.try_recv().ok()?),
+                Self::Spool { events, .. } => Event::Spool(events.try_recv().ok()?),
+            };
+            if let Some(event) = self.translate(event) {
+                return Some(event);
+            }
+        }
+    }
+
+    /// What an event of the bridge or the spool means to the driver;
+    /// `None` for one it does not use.
+    fn translate(&self, event: Event) -> Option<SinkEvent> {
+        let verdict = |id, result, broker_latency| SinkEvent::Verdict {
+            id,
+            result,
+            broker_latency,
+        };
+        Some(match event {
+            Event::Bridge(event) => match event {
                 BridgeEvent::Connected => SinkEvent::Accepting(true),
                 BridgeEvent::Disconnected { reason } => {
                     tracing::warn!(%reason, "MQTT broker connection lost; reconnecting");
                     SinkEvent::Accepting(false)
                 }
-                BridgeEvent::Delivered { id, latency } => SinkEvent::Verdict {
-                    id,
-                    result: PublishResult::Confirmed,
-                    broker_latency: Some(latency),
-                },
-                BridgeEvent::Expired { id } => SinkEvent::Verdict {
-                    id,
-                    result: PublishResult::TimedOut,
-                    broker_latency: None,
-                },
-            }),
-            Self::Spool { events, shard, .. } => loop {
-                let shard = *shard;
-                let verdict = |id, result| SinkEvent::Verdict {
-                    id: shard.local_id(id),
-                    result,
-                    broker_latency: None,
+                BridgeEvent::Delivered { id, latency } => {
+                    verdict(id, PublishResult::Confirmed, Some(latency))
+                }
+                BridgeEvent::Expired { id } => verdict(id, PublishResult::TimedOut, None),
+            },
+            Event::Spool(event) => {
+                let Self::Spool { shard, .. } = self else {
+                    return None;
                 };
-                break Some(match events.recv().await? {
-                    SpoolEvent::Spooled { id } => verdict(id, PublishResult::Confirmed),
-                    SpoolEvent::NotSpooled { id } => verdict(id, PublishResult::TryLater),
+                let local = |id| shard.local_id(id);
+                match event {
+                    SpoolEvent::Spooled { id } => {
+                        verdict(local(id), PublishResult::Confirmed, None)
+                    }
+                    SpoolEvent::NotSpooled { id } => {
+                        verdict(local(id), PublishResult::TryLater, None)
+                    }
                     SpoolEvent::Forwarded { latency } => SinkEvent::Forwarded(latency),
                     SpoolEvent::BrokerConnected => SinkEvent::Broker {
                         up: true,
@@ -213,10 +249,10 @@ impl Sink {
                         reason: Some(reason),
                     },
                     // Anything a newer spool reports that we do not use.
-                    _ => continue,
-                });
-            },
-        }
+                    _ => return None,
+                }
+            }
+        })
     }
 
     /// Stops: the bridge flushes until `deadline`; a spool keeps what the
