@@ -70,6 +70,7 @@ pub use config::{
     AckMode, AdminConfig, CoapConfig, CoapsConfig, Config, ConfigError, DeviceSeed,
     MQTT_PASSWORD_ENV, MqttConfig, PositionSeed, SecretString, StoreConfig,
 };
+pub use steer::shard_of;
 
 /// Why the server could not start or stopped.
 #[derive(Debug, thiserror::Error)]
