@@ -59,6 +59,7 @@ const EXPORTED: &[(&str, Kind)] = &[
     ("dtls_cookies_sent", Counter),
     ("dtls_datagrams_dropped", Counter),
     ("udp_receive_drops", Counter),
+    ("shard_datagrams", Counter),
     ("mqtt_publish_seconds", Histogram),
     ("store_up", Gauge),
     ("store_changes", Counter),
