@@ -20,16 +20,30 @@
 //!   clean session those messages are silently dropped), otherwise they are
 //!   re-sent ahead of new requests.
 //!
+//! One more fact: each request `poll()` takes from the channel is written
+//! *and flushed* on its own, one system call per PUBLISH. So while
+//! connected the bridge does not hand publishes through the channel at
+//! all: its task writes them itself, through the event loop's public
+//! `state` (`MqttState::handle_outgoing_packet`, which assigns the packet
+//! id and pushes the same `Outgoing::Publish`/`AwaitAck` events) and
+//! `network` (`write` into the frame buffer), every publish queued at that
+//! moment, then one `flush` — and reads the broker's packets with
+//! `Network::readb` (a batch per read), pinging at `keep_alive` itself.
+//! `poll()` is used to connect and, at shutdown, to send DISCONNECT. The
+//! frame buffer is tokio-util's `Framed`, so an interrupted flush resumes
+//! where it stopped and never writes a byte twice.
+//!
 //! The design that follows from this:
 //!
 //! 1. The outbox here owns every publish until it is `Delivered` or
 //!    `Expired`. Each entry is, at any time, in exactly one place: `queued`
-//!    (waiting for this bridge to hand it over), `handed` (in rumqttc's request
-//!    channel, no packet id yet), `collided` (parked by rumqttc), or `inflight`
-//!    (sent under a known packet id on the *current* connection).
-//! 2. Only publishes travel through rumqttc's request channel, so the n-th
-//!    `Outgoing::Publish`/`AwaitAck` event belongs to the n-th handed-over
-//!    entry (FIFO channel, FIFO events), except for the single parked
+//!    (waiting for this bridge to hand it over), `handed` (given to
+//!    `MqttState`, its event not yet read), `collided` (parked by rumqttc),
+//!    or `inflight` (sent under a known packet id on the *current*
+//!    connection).
+//! 2. Publishes are handed over in order and each hand-over pushes one
+//!    `Outgoing::Publish`/`AwaitAck` event, so the n-th such event belongs
+//!    to the n-th handed-over entry (FIFO), except for the single parked
 //!    collision, whose second `Outgoing::Publish(pkid)` names its id.
 //! 3. A PUBACK (QoS 1) / PUBCOMP (QoS 2) for `pkid` confirms the entry that
 //!    `inflight[pkid]` names; rumqttc never reuses a packet id before its
@@ -46,9 +60,10 @@
 //!    entry goes back to `queued`. Handing over happens only while connected,
 //!    so after the next CONNACK each queued entry whose deadline has not passed
 //!    is sent once — never a second copy from rumqttc's `pending`.
-//! 5. `poll()` is never cancelled while the bridge is running (a cancelled
-//!    `poll()` may drop a half-written request); expiry runs in a separate
-//!    task. The only cancellation is at shutdown.
+//! 5. Neither `poll()` nor the bridge's own write loop is cancelled while
+//!    the bridge is running (a cancelled write may drop a packet that
+//!    `MqttState` already counts as sent); expiry runs in a separate task.
+//!    The write loop watches the stop signal itself and ends between steps.
 //!
 //! This is at-least-once delivery to the broker: a message whose
 //! acknowledgement was lost with the connection is sent again on the next one.
@@ -61,8 +76,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use rumqttc::{
-    AsyncClient, ClientError, ConnectionError, Disconnect, Event, EventLoop, MqttOptions,
-    MqttState, Packet, Request,
+    AsyncClient, ConnectionError, Disconnect, Event, EventLoop, MqttOptions, MqttState, Packet,
+    PingReq, Publish, Request,
 };
 use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::JoinHandle;
@@ -156,7 +171,9 @@ impl Bridge {
             );
         }
         // Never log `options`: its Debug prints the password.
-        let (client, mut eventloop) = AsyncClient::new(options, window);
+        // The client is not needed: publishes go to the event loop's state
+        // directly (module docs); the loop keeps its own request sender.
+        let (_client, mut eventloop) = AsyncClient::new(options, window);
         // Small packets (PUBLISH one way, PUBACK the other) must not wait for
         // Nagle: without TCP_NODELAY a run stalls ~40 ms at a time.
         eventloop.network_options.set_tcp_nodelay(true);
@@ -180,12 +197,12 @@ impl Bridge {
                 inflight: HashMap::new(),
                 reaper_at: None,
             }),
-            client,
             qos: config.qos,
             window,
             capacity: config.outbox_capacity,
             max_packet_size: config.max_packet_size,
             reaper_wake: Notify::new(),
+            queued: Notify::new(),
             shrunk: Notify::new(),
             link: watch::Sender::new(false),
             broker,
@@ -286,7 +303,7 @@ impl BridgeHandle {
             },
         );
         st.queued.insert(seq);
-        shared.pump(&mut st, Instant::now());
+        shared.queued.notify_one();
         if st.reaper_at.is_none_or(|at| deadline < at) {
             st.reaper_at = Some(deadline);
             shared.reaper_wake.notify_one();
@@ -423,12 +440,13 @@ impl State {
 
 struct Shared {
     state: Mutex<State>,
-    client: AsyncClient,
     qos: Qos,
     window: usize,
     capacity: usize,
     max_packet_size: usize,
     reaper_wake: Notify,
+    /// Something was queued: the bridge's task hands it over.
+    queued: Notify,
     shrunk: Notify,
     /// `State::connected`, to watch ([`BridgeHandle::connection`]).
     link: watch::Sender<bool>,
@@ -448,15 +466,16 @@ impl Shared {
             .send_if_modified(|link| std::mem::replace(link, up) != up);
     }
 
-    /// Hands queued entries to rumqttc, oldest first, while connected and the
-    /// window has room. Entries past their deadline stay for the reaper.
-    fn pump(&self, st: &mut State, now: Instant) {
+    /// Takes queued entries to hand over, oldest first, while connected and
+    /// the window has room; each moves to `handed`, in the order returned.
+    /// Entries past their deadline stay for the reaper.
+    fn take(&self, st: &mut State, now: Instant) -> Vec<Publish> {
         if !st.connected {
-            return;
+            return Vec::new();
         }
         let free = self.window.saturating_sub(st.window_used());
         if free == 0 || st.queued.is_empty() {
-            return;
+            return Vec::new();
         }
         let picked: Vec<u64> = st
             .queued
@@ -465,29 +484,32 @@ impl Shared {
             .filter(|seq| st.outbox.get(seq).is_some_and(|e| e.deadline > now))
             .take(free)
             .collect();
+        let mut publishes = Vec::with_capacity(picked.len());
         for seq in picked {
             let Some(entry) = st.outbox.get_mut(&seq) else {
                 continue;
             };
-            // `Bytes` -> `Vec<u8>` copies only when the payload is shared.
-            let payload: Vec<u8> = entry.payload.clone().into();
-            match self.client.try_publish(
-                entry.topic.clone(),
+            entry.first_sent.get_or_insert(now);
+            publishes.push(Publish::from_bytes(
+                entry.topic.as_str(),
                 self.qos.to_rumqttc(),
-                false,
-                payload,
-            ) {
-                Ok(()) => {
-                    entry.first_sent.get_or_insert(now);
-                    st.queued.remove(&seq);
-                    st.handed.push_back(seq);
-                }
-                Err(e) => {
-                    // Cannot happen while `handed` <= window = channel capacity
-                    // and the event loop is alive; keep the entry queued.
-                    debug!(error = %client_error_kind(&e), "hand-over to rumqttc refused");
-                    break;
-                }
+                entry.payload.clone(),
+            ));
+            st.queued.remove(&seq);
+            st.handed.push_back(seq);
+        }
+        publishes
+    }
+
+    /// Puts the last `count` entries handed over back in `queued` (taken,
+    /// then not given to rumqttc after all).
+    fn unhand(&self, st: &mut State, count: usize) {
+        for _ in 0..count {
+            let Some(seq) = st.handed.pop_back() else {
+                break;
+            };
+            if st.outbox.contains_key(&seq) {
+                st.queued.insert(seq);
             }
         }
     }
@@ -537,12 +559,6 @@ impl Shared {
             }
             _ => None,
         }
-    }
-}
-
-fn client_error_kind(e: &ClientError) -> &'static str {
-    match e {
-        ClientError::Request(_) | ClientError::TryRequest(_) => "request channel full or closed",
     }
 }
 
@@ -599,10 +615,19 @@ async fn run_bridge(
 ) {
     let mut delay = delay_min;
     loop {
-        let polled = tokio::select! {
-            biased;
-            () = stopped(&mut stop) => break,
-            r = eventloop.poll() => r,
+        let connected = eventloop.network.is_some() && shared.lock().connected;
+        let polled = if connected {
+            // Ends only when stopped or with the connection's error.
+            match serve_connection(&mut eventloop, &shared, &events, &mut stop).await {
+                Ok(()) => break,
+                Err(e) => Err(e),
+            }
+        } else {
+            tokio::select! {
+                biased;
+                () = stopped(&mut stop) => break,
+                r = eventloop.poll() => r,
+            }
         };
         let now = Instant::now();
         let mut out = Vec::new();
@@ -612,7 +637,6 @@ async fn run_bridge(
                 let mut st = shared.lock();
                 shared.set_connected(&mut st, true);
                 let resend = st.queued.len();
-                shared.pump(&mut st, now);
                 drop(st);
                 info!(broker = %shared.broker, resend, "MQTT broker connected");
                 out.push(BridgeEvent::Connected);
@@ -620,9 +644,6 @@ async fn run_bridge(
             Ok(event) => {
                 let mut st = shared.lock();
                 let delivered = shared.on_event(&mut st, &event, now);
-                if delivered.is_some() {
-                    shared.pump(&mut st, now);
-                }
                 drop(st);
                 if let Some(d) = delivered {
                     shared.shrunk.notify_waiters();
@@ -656,6 +677,82 @@ async fn run_bridge(
         send_all(&events, out).await;
     }
     shutdown_connection(&mut eventloop, &shared, &events).await;
+}
+
+/// While connected: hands every queued publish over and writes them with
+/// one flush, reads the broker's packets a batch at a time, pings at
+/// `keep_alive` (module docs). Returns `Ok` when stopped, between steps,
+/// or the connection's error.
+async fn serve_connection(
+    eventloop: &mut EventLoop,
+    shared: &Shared,
+    events: &mpsc::Sender<BridgeEvent>,
+    stop: &mut watch::Receiver<bool>,
+) -> Result<(), ConnectionError> {
+    let keep_alive = eventloop.mqtt_options.keep_alive();
+    let ping = tokio::time::sleep(keep_alive);
+    tokio::pin!(ping);
+    loop {
+        if *stop.borrow() {
+            return Ok(());
+        }
+        let Some(network) = eventloop.network.as_mut() else {
+            return Err(ConnectionError::MqttState(
+                rumqttc::StateError::ConnectionAborted,
+            ));
+        };
+        let state = &mut eventloop.state;
+        // As rumqttc's own loop: nothing new while a collision is parked.
+        let publishes = match state.collision {
+            None => shared.take(&mut shared.lock(), Instant::now()),
+            Some(_) => Vec::new(),
+        };
+        if !publishes.is_empty() {
+            let count = publishes.len();
+            for (n, publish) in publishes.into_iter().enumerate() {
+                if let Some(packet) = state.handle_outgoing_packet(Request::Publish(publish))? {
+                    network.write(packet).await?;
+                }
+                if state.collision.is_some() {
+                    // Parked: the rest waits, as it would in rumqttc's channel.
+                    shared.unhand(&mut shared.lock(), count - n - 1);
+                    break;
+                }
+            }
+            network.flush().await?;
+        } else {
+            tokio::select! {
+                biased;
+                () = stopped(stop) => return Ok(()),
+                read = network.readb(state) => {
+                    read?;
+                    // Whatever the packets read asked for (a PUBREL).
+                    network.flush().await?;
+                }
+                () = shared.queued.notified() => {}
+                () = &mut ping, if !keep_alive.is_zero() => {
+                    ping.as_mut().reset(tokio::time::Instant::now() + keep_alive);
+                    if let Some(packet) = state.handle_outgoing_packet(Request::PingReq(PingReq))? {
+                        network.write(packet).await?;
+                    }
+                    network.flush().await?;
+                }
+            }
+        }
+        // The events of what was written and read, in order.
+        let now = Instant::now();
+        let mut out = Vec::new();
+        {
+            let mut st = shared.lock();
+            while let Some(event) = state.events.pop_front() {
+                out.extend(shared.on_event(&mut st, &event, now));
+            }
+        }
+        if !out.is_empty() {
+            shared.shrunk.notify_waiters();
+            send_all(events, out).await;
+        }
+    }
 }
 
 /// Leaves rumqttc with no copy of any message (see the module docs, point 4).
