@@ -388,3 +388,65 @@ async fn out_of_order_acks_and_packet_id_reuse_confirm_the_right_message() {
         .shutdown(Instant::now() + Duration::from_secs(1))
         .await;
 }
+
+/// A broker that counts PINGREQs, answering them when `answer` is set;
+/// returns how many arrived (once the connection closes or 6 s passed).
+fn pinged_broker(l: TcpListener, answer: bool) -> std::thread::JoinHandle<usize> {
+    std::thread::spawn(move || {
+        let mut s = accept_mqtt(&l);
+        s.set_read_timeout(Some(Duration::from_secs(6)))
+            .expect("timeout");
+        let mut pings = 0;
+        while let Ok(Some((first, _))) = read_packet(&mut s) {
+            if first >> 4 == 12 {
+                pings += 1;
+                if answer {
+                    s.write_all(&ack(13, 0)).expect("PINGRESP");
+                }
+            }
+        }
+        pings
+    })
+}
+
+/// The bridge writes its own packets while connected (decision 105), so it
+/// pings on its own: every `keep_alive` while idle, staying connected while
+/// the broker answers…
+#[tokio::test]
+async fn an_idle_bridge_pings_every_keep_alive() {
+    let (l, port) = listener();
+    let broker = pinged_broker(l, true);
+    let mut config = config(port);
+    config.keep_alive = Duration::from_secs(1);
+    let (handle, mut rx) = Bridge::start(config).expect("valid");
+    wait_connected(&mut rx).await;
+    let idle = collect_events(&mut rx, Duration::from_millis(3500), |_| false).await;
+    assert!(idle.is_empty(), "{idle:?}");
+    assert!(handle.is_connected());
+    handle.shutdown(Instant::now()).await;
+    let pings = broker.join().expect("broker thread");
+    assert!((3..=4).contains(&pings), "{pings} PINGREQs in 3.5 s");
+}
+
+/// …and dropping the connection when a PINGREQ goes unanswered until the
+/// next one is due.
+#[tokio::test]
+async fn an_unanswered_ping_drops_the_connection() {
+    let (l, port) = listener();
+    let _broker = pinged_broker(l, false);
+    let mut config = config(port);
+    config.keep_alive = Duration::from_secs(1);
+    let (_handle, mut rx) = Bridge::start(config).expect("valid");
+    wait_connected(&mut rx).await;
+    let events = collect_events(&mut rx, Duration::from_secs(4), |e| {
+        e.iter()
+            .any(|e| matches!(e, BridgeEvent::Disconnected { .. }))
+    })
+    .await;
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, BridgeEvent::Disconnected { .. })),
+        "{events:?}"
+    );
+}
