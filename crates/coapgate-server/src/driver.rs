@@ -153,9 +153,12 @@ impl Driver {
         let (gateway, datagrams) = (&mut self.gateway, &mut self.datagrams);
         let mut read = 0;
         while read < RECV_BATCH {
+            // One reading of the clocks per batch: its datagrams were all
+            // waiting in the socket at this instant.
+            let (now, wall) = (Instant::now(), SystemTime::now());
             let received = receiver.receive(socket, |from, data| {
                 *datagrams += 1;
-                gateway.handle_datagram(Instant::now(), SystemTime::now(), listener, from, data);
+                gateway.handle_datagram(now, wall, listener, from, data);
             });
             match received {
                 // Fewer than a batch: the socket is empty (or nearly).
