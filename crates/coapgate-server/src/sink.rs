@@ -69,8 +69,12 @@ pub(crate) fn share_spool(
     mpsc::UnboundedReceiver<SpoolEvent>,
     Vec<mpsc::UnboundedReceiver<SpoolEvent>>,
 ) {
+    if count <= 1 {
+        // One shard: nothing to split, no hop through a router.
+        return (events, Vec::new());
+    }
     let (senders, mut receivers): (Vec<_>, Vec<_>) =
-        (0..count.max(1)).map(|_| mpsc::unbounded_channel()).unzip();
+        (0..count).map(|_| mpsc::unbounded_channel()).unzip();
     let first = receivers.remove(0);
     tokio::spawn(async move {
         while let Some(event) = events.recv().await {
