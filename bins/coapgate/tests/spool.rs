@@ -1,7 +1,8 @@
 //! `[mqtt] ack = "spool"` with the real binary: devices keep getting 2.04
 //! through a broker outage, a `kill -9` of coapgate in the middle of it,
 //! and its restart; afterwards every message that got 2.04 is at a
-//! persistent QoS 1 subscriber.
+//! persistent QoS 1 subscriber. Three shards (`[coap] threads = 3`) share
+//! the one spool, whatever the machine's cores.
 
 #![allow(clippy::unwrap_used)]
 
@@ -155,7 +156,7 @@ fn spool_mode_loses_no_acknowledged_message_through_a_broker_outage_and_kill_9()
     let port = free_udp_port();
     let admin = free_tcp_port();
     let mut config = format!(
-        "[coap]\nbind = \"127.0.0.1:{port}\"\n[coaps]\nbind = \"127.0.0.1:0\"\n\
+        "[coap]\nbind = \"127.0.0.1:{port}\"\nthreads = 3\n[coaps]\nbind = \"127.0.0.1:0\"\n\
          [admin]\nbind = \"127.0.0.1:{admin}\"\n\
          [mqtt]\nurl = \"{}\"\nack = \"spool\"\nspool_path = \"{}\"\n\
          [store]\nurl = \"sqlite::memory:\"\n",
