@@ -12,7 +12,8 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use openssl::sha::Sha256;
+use hmac::{Hmac, KeyInit, Mac};
+use sha2::Sha256;
 
 use crate::record::ClientHello;
 
@@ -22,18 +23,13 @@ pub(crate) const COOKIE_LEN: usize = 32;
 /// A cookie as it travels in the HelloVerifyRequest.
 pub(crate) type Cookie = [u8; COOKIE_LEN];
 
-/// SHA-256's block size, which HMAC pads the key to.
-const BLOCK: usize = 64;
-
-/// An HMAC-SHA256 key as the two SHA-256 states after absorbing the key
-/// XOR ipad and XOR opad (RFC 2104): each cookie then costs two state
-/// copies and the compression of its own input, with no provider lookup,
-/// no allocation and no context set-up. The raw key bytes are wiped at
-/// once; the states (equivalent to the key for making cookies) are
-/// overwritten on drop.
+/// A cookie secret as a keyed HMAC-SHA256 (RustCrypto's `hmac`): keyed
+/// once, cloned for each cookie, so a cookie costs the compression of its
+/// own input and no key set-up, provider lookup or allocation. The raw key
+/// bytes are wiped at once; the keyed state (equivalent to the key for
+/// making cookies) is wiped on drop (`hmac`'s `zeroize` feature).
 struct Secret {
-    inner: Sha256,
-    outer: Sha256,
+    mac: Hmac<Sha256>,
 }
 
 impl Secret {
@@ -44,24 +40,16 @@ impl Secret {
     }
 
     fn new(key: &[u8; 32]) -> Self {
-        let mut pad = zeroize::Zeroizing::new([0u8; BLOCK]);
-        let mut keyed = |byte: u8| {
-            pad.fill(byte);
-            for (p, k) in pad.iter_mut().zip(key) {
-                *p ^= k;
-            }
-            let mut state = Sha256::new();
-            state.update(&pad[..]);
-            state
+        // HMAC takes a key of any length; 32 bytes is below SHA-256's block.
+        let mac = match Hmac::<Sha256>::new_from_slice(key) {
+            Ok(mac) => mac,
+            Err(hmac::digest::InvalidLength) => unreachable!("HMAC accepts every key length"),
         };
-        Secret {
-            inner: keyed(0x36),
-            outer: keyed(0x5c),
-        }
+        Secret { mac }
     }
 
     fn cookie(&self, addr: &SocketAddr, hello: &ClientHello<'_>) -> Cookie {
-        let mut mac = self.inner.clone();
+        let mut mac = self.mac.clone();
         match addr {
             SocketAddr::V4(a) => {
                 mac.update(&[4]);
@@ -84,21 +72,7 @@ impl Secret {
             mac.update(&(field.len() as u16).to_be_bytes());
             mac.update(field);
         }
-        let mut outer = self.outer.clone();
-        outer.update(&mac.finish());
-        outer.finish()
-    }
-}
-
-impl Drop for Secret {
-    fn drop(&mut self) {
-        // Best effort without unsafe code: overwrite both states with the
-        // key-independent initial state; `black_box` keeps the stores from
-        // being optimised away as dead.
-        self.inner = Sha256::new();
-        self.outer = Sha256::new();
-        std::hint::black_box(&mut self.inner);
-        std::hint::black_box(&mut self.outer);
+        mac.finalize().into_bytes().into()
     }
 }
 
@@ -221,7 +195,7 @@ mod tests {
     }
 
     #[test]
-    fn the_midstate_hmac_is_hmac_sha256() {
+    fn the_cookie_is_openssls_hmac_sha256() {
         use openssl::hash::MessageDigest;
         use openssl::pkey::PKey;
         use openssl::sign::Signer;
