@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use coapgate_mqtt::{Bridge, BridgeConfig, BridgeEvent, MqttError, Outgoing, Qos};
 use common::wire::{accept_mqtt, ack, parse_publish, read_packet};
-use common::{collect_events, wait_connected};
+use common::{collect_events, disconnected, wait_connected};
 
 fn listener() -> (TcpListener, u16) {
     let l = TcpListener::bind("127.0.0.1:0").expect("bind");
@@ -157,11 +157,7 @@ async fn publish_refusals() {
     let evs = collect_events(&mut rx, Duration::from_secs(2), |e| e.len() >= 3).await;
     assert!(evs.contains(&BridgeEvent::Expired { id: 1 }), "{evs:?}");
     assert!(evs.contains(&BridgeEvent::Expired { id: 2 }), "{evs:?}");
-    assert!(
-        evs.iter()
-            .any(|e| matches!(e, BridgeEvent::Disconnected { .. })),
-        "{evs:?}"
-    );
+    assert!(disconnected(&evs), "{evs:?}");
     drop(other);
     let got = broker.join().expect("broker thread");
     assert_eq!(got.last().map(Vec::as_slice), Some(&b"DISCONNECT"[..]));
@@ -273,11 +269,7 @@ async fn reconnect_resends_each_unconfirmed_publish_exactly_once() {
         })
         .collect();
     assert_eq!(delivered.len(), 20, "{events:?}");
-    assert!(
-        events
-            .iter()
-            .any(|e| matches!(e, BridgeEvent::Disconnected { .. }))
-    );
+    assert!(disconnected(&events), "{events:?}");
     assert_eq!(
         events
             .iter()
@@ -438,15 +430,6 @@ async fn an_unanswered_ping_drops_the_connection() {
     config.keep_alive = Duration::from_secs(1);
     let (_handle, mut rx) = Bridge::start(config).expect("valid");
     wait_connected(&mut rx).await;
-    let events = collect_events(&mut rx, Duration::from_secs(4), |e| {
-        e.iter()
-            .any(|e| matches!(e, BridgeEvent::Disconnected { .. }))
-    })
-    .await;
-    assert!(
-        events
-            .iter()
-            .any(|e| matches!(e, BridgeEvent::Disconnected { .. })),
-        "{events:?}"
-    );
+    let events = collect_events(&mut rx, Duration::from_secs(4), disconnected).await;
+    assert!(disconnected(&events), "{events:?}");
 }

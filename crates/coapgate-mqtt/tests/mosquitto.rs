@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use coapgate_mqtt::{Bridge, BridgeConfig, BridgeEvent, MqttError, Outgoing, Qos};
 use coapgate_testkit::Mosquitto;
-use common::{Subscriber, collect_events, wait_connected};
+use common::{Subscriber, collect_events, disconnected, wait_connected};
 
 fn config(port: u16, name: &str) -> BridgeConfig {
     let mut config = BridgeConfig::default();
@@ -124,17 +124,8 @@ async fn broker_restart_loses_nothing_and_confirms_nothing_falsely() {
     }
     tokio::time::sleep(Duration::from_millis(100)).await;
     mosq.stop();
-    let mut events = collect_events(&mut rx, Duration::from_secs(10), |e| {
-        e.iter()
-            .any(|e| matches!(e, BridgeEvent::Disconnected { .. }))
-    })
-    .await;
-    assert!(
-        events
-            .iter()
-            .any(|e| matches!(e, BridgeEvent::Disconnected { .. })),
-        "no Disconnected: {events:?}"
-    );
+    let mut events = collect_events(&mut rx, Duration::from_secs(10), disconnected).await;
+    assert!(disconnected(&events), "no Disconnected: {events:?}");
     let before_restart = delivered_ids(&events).len();
     assert!(!handle.is_connected());
     assert!(matches!(

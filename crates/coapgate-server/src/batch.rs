@@ -162,19 +162,18 @@ impl Sender {
         use nix::sys::socket::{ControlMessage, MsgFlags, SockaddrStorage, sendmmsg};
 
         let batch = &self.queue[from..self.queue.len().min(from + BATCH)];
-        let slices: Vec<[IoSlice<'_>; 1]> = batch
-            .iter()
-            .map(|(_, payload)| [IoSlice::new(payload)])
-            .collect();
-        let addresses: Vec<Option<SockaddrStorage>> = batch
-            .iter()
-            .map(|(to, _)| Some(SockaddrStorage::from(*to)))
-            .collect();
+        // On the stack: no allocation per call. `sendmmsg` sends as many
+        // messages as the shortest of slices, addresses and headers.
+        let mut payloads = batch.iter().map(|(_, payload)| payload.as_slice());
+        let slices: [[IoSlice<'_>; 1]; BATCH] =
+            std::array::from_fn(|_| [IoSlice::new(payloads.next().unwrap_or_default())]);
+        let mut to = batch.iter().map(|(to, _)| SockaddrStorage::from(*to));
+        let addresses: [Option<SockaddrStorage>; BATCH] = std::array::from_fn(|_| to.next());
         let results = sendmmsg(
             socket.as_raw_fd(),
             &mut self.headers,
-            slices.iter(),
-            &addresses,
+            slices.iter().take(batch.len()),
+            &addresses[..batch.len()],
             [] as [ControlMessage<'_>; 0],
             MsgFlags::MSG_DONTWAIT,
         )?;

@@ -84,6 +84,23 @@ fn gauge(encoder: &mut DescriptorEncoder<'_>, name: &str, help: &str, value: i64
     metric.encode(encoder.encode_descriptor(name, help, None, metric.metric_type())?)
 }
 
+/// A counter family with one label: one sample per `(label value, count)`.
+fn counters<L: AsRef<str>>(
+    encoder: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    label: &str,
+    values: impl IntoIterator<Item = (L, u64)>,
+) -> fmt::Result {
+    let kind = ConstCounter::new(0u64).metric_type();
+    let mut family = encoder.encode_descriptor(name, help, None, kind)?;
+    for (value_of_label, count) in values {
+        ConstCounter::new(count)
+            .encode(family.encode_family(&[(label, value_of_label.as_ref())])?)?;
+    }
+    Ok(())
+}
+
 fn count(n: usize) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
@@ -104,21 +121,16 @@ impl Collector for Snapshot {
                 ConstCounter::new(*value).encode(family.encode_family(&labels)?)?;
             }
         }
-        {
-            let kind = ConstCounter::new(0u64).metric_type();
-            let mut family = encoder.encode_descriptor(
-                "rate_limited",
-                "Refused for being over a [limits] rate: requests answered 4.29 (device) and DTLS handshakes dropped (handshake).",
-                None,
-                kind,
-            )?;
-            for (kind, value) in [
+        counters(
+            &mut encoder,
+            "rate_limited",
+            "Refused for being over a [limits] rate: requests answered 4.29 (device) and DTLS handshakes dropped (handshake).",
+            "kind",
+            [
                 ("device", e.rate_limited),
                 ("handshake", self.dtls.handshakes_rate_limited),
-            ] {
-                ConstCounter::new(value).encode(family.encode_family(&[("kind", kind)])?)?;
-            }
-        }
+            ],
+        )?;
         counter(
             &mut encoder,
             "dedup_hits",
@@ -244,24 +256,19 @@ impl Collector for Snapshot {
         }
 
         let d = &self.dtls;
-        {
-            let kind = ConstCounter::new(0u64).metric_type();
-            let mut family = encoder.encode_descriptor(
-                "dtls_handshakes",
-                "DTLS handshakes, by result.",
-                None,
-                kind,
-            )?;
-            for (result, value) in [
+        counters(
+            &mut encoder,
+            "dtls_handshakes",
+            "DTLS handshakes, by result.",
+            "result",
+            [
                 ("ok", d.handshakes_ok),
                 ("failed", d.handshakes_failed),
                 ("timed_out", d.handshakes_timed_out),
                 ("refused_over_cap", d.handshakes_refused_over_cap),
                 ("refused", d.handshakes_refused),
-            ] {
-                ConstCounter::new(value).encode(family.encode_family(&[("result", result)])?)?;
-            }
-        }
+            ],
+        )?;
         gauge(
             &mut encoder,
             "dtls_sessions",
@@ -288,31 +295,24 @@ impl Collector for Snapshot {
         )?;
 
         if !self.receive_drops.is_empty() {
-            let kind = ConstCounter::new(0u64).metric_type();
-            let mut family = encoder.encode_descriptor(
+            counters(
+                &mut encoder,
                 "udp_receive_drops",
                 "Datagrams the kernel dropped because the socket's receive buffer was full.",
-                None,
-                kind,
+                "listener",
+                self.receive_drops.iter().copied(),
             )?;
-            for (listener, value) in &self.receive_drops {
-                ConstCounter::new(*value)
-                    .encode(family.encode_family(&[("listener", *listener)])?)?;
-            }
         }
         if !self.shard_datagrams.is_empty() {
-            let kind = ConstCounter::new(0u64).metric_type();
-            let mut family = encoder.encode_descriptor(
+            counters(
+                &mut encoder,
                 "shard_datagrams",
-                "Datagrams received, per shard ([coap] threads): how evenly the kernel spreads devices.",
-                None,
-                kind,
+                "Datagrams received, per shard ([coap] threads): how evenly the devices' addresses spread over the shards.",
+                "shard",
+                self.shard_datagrams
+                    .iter()
+                    .map(|(shard, n)| (shard.to_string(), *n)),
             )?;
-            for (shard, value) in &self.shard_datagrams {
-                let shard = shard.to_string();
-                ConstCounter::new(*value)
-                    .encode(family.encode_family(&[("shard", shard.as_str())])?)?;
-            }
         }
         Ok(())
     }

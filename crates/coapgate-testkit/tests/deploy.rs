@@ -142,10 +142,11 @@ fn assert_ran(what: &str, output: &Output) {
 #[test]
 fn the_known_metrics_are_those_metrics_rs_exports() {
     let source = read("crates/coapgate-server/src/metrics.rs");
-    // The three ways metrics.rs names a metric: the counter()/gauge()
-    // helpers, a labelled family's descriptor, a registered histogram.
+    // The three ways metrics.rs names a metric: the counter()/counters()/
+    // gauge() helpers, a labelled family's descriptor, a registered
+    // histogram.
     let patterns = [
-        r#"\b(?:counter|gauge)\(\s*&mut encoder,\s*"([a-z0-9_]+)""#,
+        r#"\b(?:counters?|gauge)\(\s*&mut encoder,\s*"([a-z0-9_]+)""#,
         r#"encode_descriptor\(\s*"([a-z0-9_]+)""#,
         r#"\.register(?:_with_unit)?\(\s*"([a-z0-9_]+)""#,
     ];

@@ -189,6 +189,13 @@ pub async fn collect_events<E: Clone>(
     got
 }
 
+/// Whether the bridge reported losing its connection among `events`.
+pub fn disconnected(events: &[coapgate_mqtt::BridgeEvent]) -> bool {
+    events
+        .iter()
+        .any(|e| matches!(e, coapgate_mqtt::BridgeEvent::Disconnected { .. }))
+}
+
 /// Waits (at most 10 s) for the bridge's `Connected` event.
 pub async fn wait_connected(rx: &mut tokio::sync::mpsc::Receiver<coapgate_mqtt::BridgeEvent>) {
     let events = collect_events(rx, Duration::from_secs(10), |e| {
